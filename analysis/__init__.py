@@ -1,0 +1,1 @@
+"""Reading sweeps: trial tables now; importance, plots and claims build on them."""

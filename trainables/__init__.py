@@ -1,0 +1,57 @@
+"""Trainables: one entry per model, each a typed config plus a training recipe.
+
+Add a model by writing a module with a frozen `Config` dataclass and a `Recipe` subclass
+(trainables/loop.py), then one line in MODELS. Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from tuner import config as _config
+from tuner.errors import TunerError
+from trainables import bpr_mf
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    config_cls: type
+    recipe: type  # a trainables.loop.Recipe subclass
+    validate: Callable[[Any], None] | None = None  # cross-field checks on a built config
+    task: str = "ranking"  # "ranking": full-catalogue HR/NDCG/MRR; other tasks override metrics/load_data
+    metrics: Callable[[tuple[int, ...]], list[str]] | None = None  # reported metric names; default ranking
+    load_data: Callable[[Any], Any] | None = None  # spec -> dataset; default tuner.data.dataset_for
+
+    def metric_names(self, ks: tuple[int, ...]) -> list[str]:
+        if self.metrics is not None:
+            return list(self.metrics(ks))
+        from tuner.metrics import metric_names
+
+        return metric_names(ks, "val_") + ["train_loss"]
+
+    def dataset(self, spec) -> Any:
+        if self.load_data is not None:
+            return self.load_data(spec)
+        from tuner.data import dataset_for
+
+        return dataset_for(spec)
+
+    def make_config(self, values: Mapping[str, Any]) -> Any:
+        cfg = _config.build(self.config_cls, {k: v for k, v in values.items()}, file=None, prefix="")
+        if self.validate is not None:
+            self.validate(cfg)
+        return cfg
+
+
+MODELS: dict[str, ModelEntry] = {
+    "bpr_mf": ModelEntry("bpr_mf", bpr_mf.Config, bpr_mf.BPRMFRecipe),
+}
+
+
+def get_model(name: str) -> ModelEntry:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise TunerError(f"unknown model {name!r}; valid: {', '.join(MODELS)}") from None

@@ -1,0 +1,112 @@
+"""The training loop every trainable shares, free of Ray so it tests on its own.
+
+A model module provides a frozen `Config` and a `Recipe` (model + optimizer + how to train one
+epoch + how to score all items for a block of users). `fit` runs epochs, evaluates on the
+validation split after each, and hands metrics and a checkpointable state to `report`; the Ray
+trainable (trainables/ray_trainable.py) turns that into `tune.report(..., checkpoint=...)`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import torch
+
+from tuner import metrics as M
+from tuner.data import Dataset
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised as soon as a loss is NaN/inf; the message names epoch and step."""
+
+
+class Recipe:
+    """Base of the per-model recipes. Subclasses set self.model and self.optimizer."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def __init__(self, cfg: Any, data: Dataset, device: torch.device):
+        self.cfg, self.data, self.device = cfg, data, device
+
+    def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, float]:
+        """One pass over the training data; returns at least {'train_loss': mean loss}."""
+        raise NotImplementedError
+
+    def score_users(self, split: str, start: int, stop: int) -> torch.Tensor:
+        """Scores [stop - start, N] of every item for users start..stop-1, given `split`'s history."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, split: str, ks=(10, 20), batch_users: int = 1024) -> dict[str, float]:
+        """Metrics on `split` ('valid' or 'test'); default: full-catalogue ranking."""
+        return M.evaluate(lambda a, b: self.score_users(split, a, b), self.data.split(split), ks, batch_users, self.device)
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Model quantities worth logging every epoch (e.g. a learned temperature)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    @staticmethod
+    def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"non-finite loss at epoch {epoch}, step {step}")
+
+
+def evaluate(recipe: Recipe, split: str, ks=(10, 20), batch_users: int = 1024) -> dict[str, float]:
+    recipe.model.eval()
+    try:
+        return recipe.evaluate(split, ks, batch_users)
+    finally:
+        recipe.model.train()
+
+
+def fit(
+    entry,
+    config: Mapping[str, Any],
+    data: Dataset,
+    report: Callable[[dict[str, float], Callable[[], dict]], None],
+    *,
+    state: Mapping[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    ks=(10, 20),
+    batch_users: int = 1024,
+) -> Recipe:
+    """Train `entry`'s model for cfg.epochs, calling report(metrics, get_state) after each epoch.
+
+    `state` (from a checkpoint) resumes after its epoch with the same RNG stream.
+    """
+    device = torch.device(device)
+    cfg = entry.make_config(config)
+    torch.manual_seed(cfg.seed)
+    recipe = entry.recipe(cfg, data, device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed)
+    start = 0
+    if state is not None:
+        recipe.load_state_dict(state)
+        gen.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
+        start = int(state["epoch"])
+    for epoch in range(start + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train = recipe.train_epoch(epoch, gen)
+        t1 = time.perf_counter()
+        val = evaluate(recipe, "valid", ks, batch_users)
+        out = {"epoch": epoch, **train, **{f"val_{k}": v for k, v in val.items()}, **recipe.extra_metrics(),
+               "epoch_seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1}
+        if not math.isfinite(out["train_loss"]):
+            raise NonFiniteLoss(f"non-finite loss at epoch {epoch}")
+
+        def get_state(epoch=epoch):
+            return {**recipe.state_dict(), "epoch": epoch, "rng": gen.get_state()}
+
+        report(out, get_state)
+    return recipe

@@ -1,0 +1,184 @@
+"""Mapping -> frozen dataclass, with the type checks and casts YAML needs.
+
+Every typed config in the project (spec sections, model configs) is a frozen dataclass whose
+field defaults are the single source of defaults. `build()` rejects unknown keys, casts what
+YAML gets wrong (PyYAML reads `1e-4` as a string) and checks `choices`/`low`/`high` that a
+field declares in its metadata. Errors are TunerError lines naming the file, line and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Callable, Literal, Mapping
+
+from tuner.errors import TunerError, where
+
+# Maps a dotted key ("space.lr.low") to its line in the YAML file, when known.
+LineOf = Callable[[str], "int | None"]
+
+
+def _no_line(_key: str) -> None:
+    return None
+
+
+def choice(default: Any, choices: typing.Iterable[Any], doc: str = "") -> Any:
+    """A field whose value must be one of `choices` (e.g. a registry's names)."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(choices), "doc": doc})
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None, doc: str = "") -> Any:
+    """A numeric field with inclusive bounds."""
+    return dataclasses.field(default=default, metadata={"low": low, "high": high, "doc": doc})
+
+
+def cast(value: Any, tp: Any, key: str, file: str | None = None, line_of: LineOf = _no_line) -> Any:
+    """Cast one YAML value to the annotated type `tp`, or raise a TunerError naming `key`."""
+
+    def fail(expected: str) -> TunerError:
+        return TunerError(f"{where(file, key, line_of(key))}: expected {expected}, got {value!r}")
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None
+        errors = []
+        for a in args:
+            try:
+                return cast(value, a, key, file, line_of)
+            except TunerError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise TunerError(
+                f"{where(file, key, line_of(key))}: {value!r} is not one of {', '.join(map(str, allowed))}"
+            )
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        inner = args[0] if args else Any
+        return tuple(cast(v, inner, f"{key}[{i}]", file, line_of) for i, v in enumerate(value))
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise fail("a mapping")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail("true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise fail("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value)
+            except ValueError:
+                raise fail("an integer") from None
+            if f.is_integer():
+                return int(f)
+        raise fail("an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            raise fail("a number")
+        if isinstance(value, (int, float)):
+            out = float(value)
+        elif isinstance(value, str):
+            try:
+                out = float(value)  # PyYAML reads 1e-4 (no dot) as a string
+            except ValueError:
+                raise fail("a number") from None
+        else:
+            raise fail("a number")
+        if not math.isfinite(out):
+            raise fail("a finite number")
+        return out
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail("a string")
+    raise TypeError(f"config.cast: unsupported annotation {tp!r} for {key}")
+
+
+def check_field(f: dataclasses.Field, value: Any, key: str, file: str | None, line_of: LineOf) -> None:
+    """Apply a field's `choices`/`low`/`high` metadata to a cast value."""
+    meta = f.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        valid = ", ".join(map(str, meta["choices"]))
+        raise TunerError(f"{where(file, key, line_of(key))}: unknown {f.name} {value!r}; valid: {valid}")
+    low, high = meta.get("low"), meta.get("high")
+    if value is not None and isinstance(value, (int, float)):
+        if low is not None and value < low:
+            raise TunerError(f"{where(file, key, line_of(key))}: must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise TunerError(f"{where(file, key, line_of(key))}: must be <= {high}, got {value}")
+
+
+def fields_of(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
+    """{name: (field, resolved type)} of a dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls) if f.init}
+
+
+def build(
+    cls: type,
+    raw: Mapping[str, Any] | None,
+    *,
+    file: str | None = None,
+    prefix: str = "",
+    line_of: LineOf = _no_line,
+    nested: Mapping[str, Callable[..., Any]] | None = None,
+) -> Any:
+    """Build dataclass `cls` from `raw`: unknown keys, wrong types and bad values are errors.
+
+    `nested` maps a field name to a builder(raw, prefix) for sections with their own logic.
+    """
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        key = prefix.rstrip(".") or "<top level>"
+        raise TunerError(f"{where(file, key, line_of(key))}: expected a mapping, got {raw!r}")
+    known = fields_of(cls)
+    for k in raw:
+        if k not in known:
+            key = f"{prefix}{k}"
+            valid = ", ".join(known)
+            raise TunerError(f"{where(file, key, line_of(key))}: unknown key; valid keys: {valid}")
+    kwargs = {}
+    for name, (f, tp) in known.items():
+        if name not in raw:
+            continue
+        key = f"{prefix}{name}"
+        if nested and name in nested:
+            kwargs[name] = nested[name](raw[name], f"{key}.")
+            continue
+        value = cast(raw[name], tp, key, file, line_of)
+        check_field(f, value, key, file, line_of)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A frozen config as a plain dict (tuples become lists) for YAML/MLflow."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(obj)

@@ -1,0 +1,487 @@
+"""The experiment spec: one YAML file -> one frozen, typed `Spec`, validated before anything runs.
+
+Layout of a file (every section but `model` is optional; defaults live in the dataclasses below):
+
+    name: bpr-mf
+    model: bpr_mf                 # a key of trainables.MODELS
+    metric: {name: val_ndcg_10, mode: max}
+    data: {source: synthetic, synthetic: {n_users: 3000}}   # or {path: ..., format: auto}
+    eval: {ks: [10, 20]}
+    fixed: {loss: bpr}            # model knobs held constant
+    space:                        # model knobs searched, in Optuna's vocabulary
+      lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}
+      n_negatives: {type: int, low: 1, high: 8, when: {loss: bpr}}
+    search: {samples: 16, concurrency: 2, seed: 0, algo: tpe}
+    scheduler: {type: asha, grace_period: 2, reduction_factor: 3}
+    resources: {cpu: 1, gpu: 0}
+    tracking: {uri: null, experiment: null}
+    run: {max_failures: 0}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from tuner import config as cfgmod
+from tuner.config import bounded
+from tuner.errors import TunerError, where
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str = "val_ndcg_10"  # a key the trainable reports every epoch
+    mode: Literal["max", "min"] = "max"
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Size and seed of the embedded generator (tuner.synthetic documents the planted truth)."""
+
+    n_users: int = bounded(3000, low=10)
+    n_items: int = bounded(1000, low=20)
+    mean_length: float = bounded(20.0, low=3.0)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: Literal["synthetic", "file"] = "synthetic"
+    path: str | None = None  # relative paths are resolved against the YAML file's folder
+    format: Literal["auto", "pairs", "sequences", "csv", "tsv", "inter"] = "auto"
+    item_attributes: str | None = None  # S3-Rec item2attributes.json, for content-aware models
+    synthetic: SyntheticSpec = SyntheticSpec()
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    ks: tuple[int, ...] = (10, 20)
+    batch_users: int = bounded(1024, low=1)
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    samples: int = bounded(16, low=1)
+    concurrency: int = bounded(2, low=1)
+    seed: int = 0
+    algo: Literal["tpe", "random"] = "tpe"
+    study_name: str | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = bounded(2, low=1)
+    reduction_factor: float = bounded(3.0, low=1.01)
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    cpu: float = bounded(1.0, low=0.0)
+    gpu: float = bounded(0.0, low=0.0)
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    uri: str | None = None  # default: sqlite:///<output>/mlflow.db
+    experiment: str | None = None  # default: the spec's name
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    max_failures: int = bounded(0, low=-1)
+    checkpoints_to_keep: int = bounded(2, low=1)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched knob, in Optuna's vocabulary."""
+
+    name: str
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # ((param, allowed values), ...)
+    doc: str = ""  # free text, e.g. which seed the range comes from
+
+
+@dataclass(frozen=True)
+class _RawParam:  # the YAML shape of a Param, checked by config.build
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+    when: dict | None = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: str  # the YAML file (for messages and resolving relative data paths)
+    name: str
+    model: str
+    metric: MetricSpec = MetricSpec()
+    data: DataSpec = DataSpec()
+    eval: EvalSpec = EvalSpec()
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    space: tuple[Param, ...] = ()
+    search: SearchSpec = SearchSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    run: RunSpec = RunSpec()
+
+    @property
+    def data_path(self) -> str | None:
+        """The data file, resolved against the spec file's folder."""
+        if self.data.path is None:
+            return None
+        p = os.path.expanduser(self.data.path)
+        if not os.path.isabs(p):
+            p = os.path.join(os.path.dirname(os.path.abspath(self.path)), p)
+        return os.path.normpath(p)
+
+    def model_entry(self):
+        from trainables import get_model
+
+        return get_model(self.model)
+
+    def max_epochs(self) -> int:
+        """The most epochs any trial can run (ASHA's max_t)."""
+        for p in self.space:
+            if p.name == "epochs":
+                return int(max(p.choices) if p.type == "categorical" else p.high)
+        if "epochs" in self.fixed:
+            return int(self.fixed["epochs"])
+        return int(self.model_entry().config_cls().epochs)
+
+    def replace(self, **changes: Any) -> "Spec":
+        return dataclasses.replace(self, **changes)
+
+
+_TOP_KEYS = {f.name for f in dataclasses.fields(Spec)} - {"path"}
+
+
+def _line_map(text: str) -> dict[str, int]:
+    """Dotted key -> 1-based line, from the YAML node tree (for error messages)."""
+    out: dict[str, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return out
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = f"{prefix}{k.value}"
+                out[key] = k.start_mark.line + 1
+                walk(v, key + ".")
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                out[f"{prefix.rstrip('.')}[{i}]"] = v.start_mark.line + 1
+                walk(v, f"{prefix.rstrip('.')}[{i}].")
+
+    walk(root, "")
+    return out
+
+
+def load(path: str, overrides: Mapping[str, Any] | None = None) -> Spec:
+    """Read and validate a spec file. `overrides` are dotted keys (from `--set`) applied first."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise TunerError(f"{path}: cannot read spec file: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(e, "problem", None) or str(e)
+        raise TunerError(f"{where(path, None, line)}: invalid YAML: {problem}") from None
+    lines = _line_map(text)
+    for key, value in (overrides or {}).items():
+        raw = _set_dotted(raw if isinstance(raw, dict) else {}, key, value)
+    return parse(raw, path, line_of=lines.get)
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> dict:
+    raw = dict(raw)
+    node = raw
+    parts = key.split(".")
+    for p in parts[:-1]:
+        child = node.get(p)
+        child = dict(child) if isinstance(child, dict) else {}
+        node[p] = child
+        node = child
+    node[parts[-1]] = value
+    return raw
+
+
+def parse(raw: Any, path: str = "<spec>", line_of=lambda k: None) -> Spec:
+    """Validate a loaded YAML mapping into a Spec (see module docstring for the layout)."""
+    from trainables import MODELS
+
+    if not isinstance(raw, Mapping):
+        raise TunerError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    for k in raw:
+        if k not in _TOP_KEYS:
+            raise TunerError(
+                f"{where(path, str(k), line_of(str(k)))}: unknown key; valid keys: {', '.join(sorted(_TOP_KEYS))}"
+            )
+    if "model" not in raw:
+        raise TunerError(f"{path}: model: missing; valid models: {', '.join(MODELS)}")
+    model = raw["model"]
+    if model not in MODELS:
+        raise TunerError(
+            f"{where(path, 'model', line_of('model'))}: unknown model {model!r}; valid: {', '.join(MODELS)}"
+        )
+    entry = MODELS[model]
+
+    def section(cls, key, nested=None):
+        return cfgmod.build(cls, raw.get(key), file=path, prefix=f"{key}.", line_of=line_of, nested=nested)
+
+    data = section(
+        DataSpec,
+        "data",
+        nested={
+            "synthetic": lambda r, p: cfgmod.build(SyntheticSpec, r, file=path, prefix=p, line_of=line_of)
+        },
+    )
+    name = raw.get("name", os.path.splitext(os.path.basename(path))[0])
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise TunerError(f"{where(path, 'name', line_of('name'))}: use letters, digits, '-' and '_' only")
+    spec = Spec(
+        path=path,
+        name=name,
+        model=model,
+        metric=section(MetricSpec, "metric"),
+        data=data,
+        eval=section(EvalSpec, "eval"),
+        fixed=_parse_fixed(raw.get("fixed"), entry.config_cls, path, line_of),
+        space=_parse_space(raw.get("space"), entry.config_cls, raw.get("fixed") or {}, path, line_of),
+        search=section(SearchSpec, "search"),
+        scheduler=section(SchedulerSpec, "scheduler"),
+        resources=section(ResourcesSpec, "resources"),
+        tracking=section(TrackingSpec, "tracking"),
+        run=section(RunSpec, "run"),
+    )
+    _check_cross(spec, line_of)
+    return spec
+
+
+def _parse_fixed(raw: Any, config_cls: type, path: str, line_of) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    cfg = cfgmod.build(config_cls, raw, file=path, prefix="fixed.", line_of=line_of)
+    return {k: getattr(cfg, k) for k in raw}
+
+
+def _parse_space(raw: Any, config_cls: type, fixed: Mapping, path: str, line_of) -> tuple[Param, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise TunerError(f"{where(path, 'space', line_of('space'))}: expected a mapping of knobs")
+    fields = cfgmod.fields_of(config_cls)
+    params: list[Param] = []
+    seen: dict[str, Param] = {}
+    for name, body in raw.items():
+        key = f"space.{name}"
+        loc = where(path, key, line_of(key))
+        if name not in fields:
+            raise TunerError(f"{loc}: unknown knob; valid: {', '.join(fields)}")
+        if name in fixed:
+            raise TunerError(f"{loc}: also set in fixed; a knob is either fixed or searched")
+        rp = cfgmod.build(_RawParam, body, file=path, prefix=f"{key}.", line_of=line_of)
+        f, tp = fields[name]
+        p = _check_param(name, rp, f, tp, path, line_of)
+        p = dataclasses.replace(p, when=_parse_when(name, rp.when, seen, fixed, path, line_of))
+        params.append(p)
+        seen[name] = p
+    return tuple(params)
+
+
+def _check_param(name: str, rp: _RawParam, f, tp, path: str, line_of) -> Param:
+    key = f"space.{name}"
+
+    def err(sub: str, msg: str) -> TunerError:
+        k = f"{key}.{sub}" if sub else key
+        return TunerError(f"{where(path, k, line_of(k) or line_of(key))}: {msg}")
+
+    if rp.type == "categorical":
+        if rp.choices is None or len(rp.choices) == 0:
+            raise err("choices", "categorical knob needs a non-empty 'choices' list")
+        for extra in ("low", "high", "step"):
+            if getattr(rp, extra) is not None:
+                raise err(extra, f"not allowed with type categorical (use choices)")
+        choices = tuple(cfgmod.cast(c, tp, f"{key}.choices[{i}]", path, line_of) for i, c in enumerate(rp.choices))
+        for i, c in enumerate(choices):
+            cfgmod.check_field(f, c, f"{key}.choices[{i}]", path, line_of)
+        if len(set(map(repr, choices))) != len(choices):
+            raise err("choices", "duplicate choices")
+        return Param(name, "categorical", choices=choices, doc=rp.doc)
+    # numeric
+    base = _numeric_base(tp)
+    if base is None:
+        raise err("type", f"knob {name} is not numeric; use type: categorical")
+    if rp.type == "float" and base is int:
+        raise err("type", f"knob {name} is an integer; use type: int")
+    if rp.choices is not None:
+        raise err("choices", f"not allowed with type {rp.type} (use low/high)")
+    if rp.low is None or rp.high is None:
+        raise err("low" if rp.low is None else "high", f"type {rp.type} needs both low and high")
+    low, high = rp.low, rp.high
+    if rp.type == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise err("low", "int knob needs integer low and high")
+    if low > high:
+        raise err("low", f"low > high ({low} > {high})")
+    if rp.log and low <= 0:
+        raise err("low", f"log scale needs low > 0, got {low}")
+    if rp.log and rp.step is not None:
+        raise err("step", "step cannot be combined with log: true (Optuna forbids it)")
+    if rp.step is not None and rp.step <= 0:
+        raise err("step", f"step must be > 0, got {rp.step}")
+    for sub, v in (("low", low), ("high", high)):
+        cfgmod.check_field(f, int(v) if base is int else v, f"{key}.{sub}", path, line_of)
+    if rp.type == "int":
+        low, high = int(low), int(high)
+    return Param(name, rp.type, low=low, high=high, log=rp.log, step=rp.step, doc=rp.doc)
+
+
+def _numeric_base(tp) -> type | None:
+    import typing
+
+    if tp in (int, float):
+        return tp
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if len(args) == 1 and args[0] in (int, float) else None
+
+
+def _parse_when(name, raw, seen: Mapping[str, Param], fixed: Mapping, path, line_of):
+    if not raw:
+        return ()
+    key = f"space.{name}.when"
+    out = []
+    for ref, values in raw.items():
+        loc = where(path, f"{key}.{ref}", line_of(f"{key}.{ref}") or line_of(key))
+        vals = tuple(values) if isinstance(values, list) else (values,)
+        if ref in seen:
+            p = seen[ref]
+            if p.type != "categorical":
+                raise TunerError(f"{loc}: can only depend on a categorical knob; {ref} is {p.type}")
+            bad = [v for v in vals if v not in p.choices]
+            if bad:
+                raise TunerError(
+                    f"{loc}: {bad[0]!r} is never sampled; {ref} choices: {', '.join(map(str, p.choices))}"
+                )
+        elif ref in fixed:
+            pass  # a condition on a fixed value is static; allowed (e.g. in a best-config file)
+        else:
+            raise TunerError(
+                f"{loc}: refers to {ref!r}, which is not a categorical knob listed before {name} in space"
+            )
+        out.append((ref, vals))
+    return tuple(out)
+
+
+def _check_cross(spec: Spec, line_of) -> None:
+    path = spec.path
+    names = {p.name for p in spec.space}
+    # metric: one the model reports, e.g. val_<hr|ndcg|mrr>_<k> with k in eval.ks, or train_loss
+    m = spec.metric.name
+    valid = spec.model_entry().metric_names(spec.eval.ks)
+    if m not in valid:
+        raise TunerError(
+            f"{where(path, 'metric.name', line_of('metric.name'))}: unknown metric {m!r}; valid: {', '.join(valid)}"
+        )
+    if any(k < 1 for k in spec.eval.ks) or not spec.eval.ks:
+        raise TunerError(f"{where(path, 'eval.ks', line_of('eval.ks'))}: needs positive cut-offs, e.g. [10, 20]")
+    if spec.data.source == "file":
+        if not spec.data.path:
+            raise TunerError(f"{where(path, 'data.path', line_of('data'))}: source: file needs a path")
+    elif spec.data.path:
+        raise TunerError(
+            f"{where(path, 'data.path', line_of('data.path'))}: set data.source: file to read a path"
+        )
+    for attr, key in ((spec.data_path, "data.path"), (_resolve(spec, spec.data.item_attributes), "data.item_attributes")):
+        if attr is not None and not os.path.isfile(attr):
+            raise TunerError(f"{where(path, key, line_of(key))}: no such file: {attr}")
+        if attr is not None and not os.access(attr, os.R_OK):
+            raise TunerError(f"{where(path, key, line_of(key))}: file is not readable: {attr}")
+    if spec.search.concurrency > spec.search.samples:
+        pass  # harmless: Ray runs at most `samples` trials
+    if spec.scheduler.type == "asha" and spec.scheduler.grace_period > spec.max_epochs():
+        raise TunerError(
+            f"{where(path, 'scheduler.grace_period', line_of('scheduler.grace_period'))}: "
+            f"grace_period {spec.scheduler.grace_period} exceeds the most epochs a trial runs ({spec.max_epochs()})"
+        )
+    if spec.search.algo == "tpe" and not names and spec.search.samples > 1:
+        pass  # no search space: the sweep repeats the fixed config (e.g. a best-config file)
+    # the model's own cross-field checks (e.g. loss x similarity combinations) on the default point
+    entry = spec.model_entry()
+    if entry.validate is not None:
+        point = {**spec.fixed}
+        for p in spec.space:
+            if not p.when:
+                point.setdefault(p.name, p.choices[0] if p.type == "categorical" else p.low)
+        try:
+            entry.validate(entry.make_config(point))
+        except TunerError as e:
+            raise TunerError(f"{path}: {e}") from None
+    if math.isnan(spec.resources.cpu):
+        raise TunerError(f"{path}: resources.cpu must be a number")
+
+
+def _resolve(spec: Spec, p: str | None) -> str | None:
+    if p is None:
+        return None
+    p = os.path.expanduser(p)
+    if not os.path.isabs(p):
+        p = os.path.join(os.path.dirname(os.path.abspath(spec.path)), p)
+    return os.path.normpath(p)
+
+
+def smoke(spec: Spec) -> Spec:
+    """The `--smoke-test` variant: 2 trials x 2 epochs on tiny synthetic data."""
+    space = tuple(p for p in spec.space if p.name != "epochs")
+    return spec.replace(
+        name=f"{spec.name}-smoke",
+        data=DataSpec(synthetic=SyntheticSpec(n_users=200, n_items=100, mean_length=12.0, seed=0),
+                      item_attributes=None),
+        fixed={**spec.fixed, "epochs": 2},
+        space=space,
+        search=dataclasses.replace(spec.search, samples=2, concurrency=2),
+        scheduler=dataclasses.replace(spec.scheduler, grace_period=1),
+        resources=ResourcesSpec(cpu=1.0, gpu=0.0),
+    )
+
+
+def dump_fixed(spec: Spec, config: Mapping[str, Any]) -> str:
+    """A spec YAML running exactly `config` (no search): what `tuner run` writes as best_config.yaml."""
+    out: dict[str, Any] = {
+        "name": f"{spec.name}-best",
+        "model": spec.model,
+        "metric": cfgmod.to_dict(spec.metric),
+        "data": {k: v for k, v in cfgmod.to_dict(spec.data).items() if v is not None},
+        "eval": cfgmod.to_dict(spec.eval),
+        "fixed": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()},
+        "search": {"samples": 1, "concurrency": 1, "seed": spec.search.seed},
+        "scheduler": {"type": "fifo"},
+        "resources": cfgmod.to_dict(spec.resources),
+    }
+    if spec.data_path:
+        out["data"]["path"] = spec.data_path
+    if spec.data.item_attributes:
+        out["data"]["item_attributes"] = _resolve(spec, spec.data.item_attributes)
+    if spec.data.source != "synthetic":
+        out["data"].pop("synthetic", None)
+    return yaml.safe_dump(out, sort_keys=False)

@@ -1,0 +1,285 @@
+"""`tuner run`: a validated Spec -> a Ray Tune sweep (Optuna TPE + ASHA) logged to MLflow.
+
+Order matters for "nothing half-written": the spec and the data are checked first, then the
+MLflow experiment is created on the driver, then the output folder, then Ray starts. Test
+metrics are computed here, after the sweep, from the best trial's best checkpoint; Tune only
+ever sees validation metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+import optuna
+import pandas as pd
+import ray
+import torch
+from mlflow.entities import Metric, Param, RunTag
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from analysis.trials import trials_table
+from trainables import loop
+from trainables.ray_trainable import STATE_FILE, train
+from tuner import config as cfgmod
+from tuner import metrics as M
+from tuner import spec as specmod
+from tuner import tracking
+from tuner.data import Dataset
+from tuner.space import define_by_run
+from tuner.spec import Spec
+
+log = logging.getLogger(__name__)
+
+
+class PrunedAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells ASHA-stopped trials to Optuna as PRUNED, not COMPLETE.
+
+    Stock OptunaSearch reports a trial stopped at epoch 2 as COMPLETE with its epoch-2 value,
+    so TPE and parameter importances would learn from truncated results.
+    """
+
+    def __init__(self, *args, epochs_of, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epochs_of = epochs_of
+        self._configs: dict[str, dict] = {}
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        if config is not None:
+            self._configs[trial_id] = config
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        config = self._configs.get(trial_id)
+        if (result and not error and config is not None and trial_id in self._ot_trials
+                and trial_id not in self._completed_trials
+                and int(result.get("epoch", 0)) < self._epochs_of(config)):
+            try:
+                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+            except Exception as e:  # noqa: BLE001 - e.g. already told after a restore
+                log.warning("could not tell Optuna trial %s as pruned: %s", trial_id, e)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    table: pd.DataFrame
+    best_config: dict[str, Any]
+    best_val: dict[str, float]
+    test: dict[str, float]
+    baseline: dict[str, dict[str, float]]
+    wall_seconds: float
+    study: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EpochsOf:
+    """config -> the epochs that trial would run if never stopped early (picklable for Ray)."""
+
+    def __init__(self, spec: Spec):
+        self.default = int(spec.fixed.get("epochs", spec.model_entry().config_cls().epochs))
+
+    def __call__(self, config: Mapping[str, Any]) -> int:
+        return int(config.get("epochs", self.default))
+
+
+def epochs_counter(spec: Spec) -> EpochsOf:
+    return EpochsOf(spec)
+
+
+def evaluate_state(spec: Spec, config: Mapping[str, Any], data: Dataset, state: Mapping[str, Any], split: str) -> dict[str, float]:
+    """Rebuild a trial's model from its checkpoint state and rank `split` (on the driver)."""
+    entry = spec.model_entry()
+    cfg = entry.make_config(config)
+    recipe = entry.recipe(cfg, data, torch.device("cpu"))
+    recipe.load_state_dict(state)
+    return loop.evaluate(recipe, split, spec.eval.ks, spec.eval.batch_users)
+
+
+def baseline(data: Dataset, ks) -> dict[str, dict[str, float]]:
+    counts = data.train_counts()
+    return {s: M.popularity(counts, data.split(s), ks) for s in ("valid", "test")}
+
+
+def init_ray(address: str | None, verbose: int) -> None:
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=verbose >= 2,
+                                  configure_logging=True, logging_level=logging.WARNING)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(**kwargs)
+
+
+def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose: int = 1,
+        data: Dataset | None = None) -> SweepResult:
+    t_start = time.time()
+    entry = spec.model_entry()
+    data = data if data is not None else entry.dataset(spec)
+    epochs_of = epochs_counter(spec)
+    searched = tuple(p.name for p in spec.space)
+    base = baseline(data, spec.eval.ks) if entry.task == "ranking" else {}
+
+    os.makedirs(output, exist_ok=True)
+    uri = spec.tracking.uri or tracking.default_uri(output)
+    client, exp_id = tracking.connect(uri, spec.tracking.experiment or spec.name, os.path.join(output, "mlartifacts"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    sweep_dir = os.path.abspath(os.path.join(output, f"{spec.name}-{stamp}"))
+    os.makedirs(sweep_dir)
+
+    parent = client.create_run(exp_id, run_name=f"{spec.name} {stamp}", tags={
+        "tuner.role": "sweep", "model": spec.model, "dataset": data.name,
+        "spec": os.path.basename(spec.path), "tuner.sweep_dir": sweep_dir, "status": "running",
+    })
+    pid = parent.info.run_id
+    client.log_batch(pid, params=[Param(k, str(v)[:500]) for k, v in {
+        "model": spec.model, "metric": spec.metric.name, "mode": spec.metric.mode,
+        "samples": spec.search.samples, "concurrency": spec.search.concurrency, "algo": spec.search.algo,
+        "scheduler": spec.scheduler.type, "grace_period": spec.scheduler.grace_period,
+        "reduction_factor": spec.scheduler.reduction_factor, "max_epochs": spec.max_epochs(),
+        "dataset": data.name, "searched": ",".join(searched) or "-",
+        **{f"fixed.{k}": v for k, v in spec.fixed.items()},
+    }.items()], metrics=[Metric(f"popularity_{s}_{k}", v, int(time.time() * 1000), 0)
+                         for s, vals in base.items() for k, v in vals.items()])
+    client.log_artifact(pid, spec.path)
+    runs_cb = tracking.TrialRuns(client, exp_id, pid, model=spec.model, dataset=data.name,
+                                 spec_file=spec.path, searched=searched, epochs_of=epochs_of)
+
+    study = None
+    if spec.space:
+        sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.algo == "tpe"
+                   else optuna.samplers.RandomSampler(seed=spec.search.seed))
+        searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name,
+                                           mode=spec.metric.mode, sampler=sampler, epochs_of=epochs_of,
+                                           study_name=spec.search.study_name)
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.search.concurrency)
+        param_space: dict[str, Any] = {}
+    else:
+        searcher, search_alg = None, None
+        param_space = dict(spec.fixed)
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=spec.metric.name, mode=spec.metric.mode,
+                                  max_t=spec.max_epochs(), grace_period=spec.scheduler.grace_period,
+                                  reduction_factor=spec.scheduler.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train, data=data, model=spec.model, ks=spec.eval.ks,
+                             batch_users=spec.eval.batch_users, use_gpu=spec.resources.gpu > 0),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=spec.search.samples,
+                                    max_concurrent_trials=None if search_alg else spec.search.concurrency),
+        run_config=tune.RunConfig(
+            name="ray", storage_path=sweep_dir, callbacks=[runs_cb], verbose=verbose,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.run.checkpoints_to_keep,
+                                                    checkpoint_score_attribute=spec.metric.name,
+                                                    checkpoint_score_order=spec.metric.mode),
+            failure_config=tune.FailureConfig(max_failures=spec.run.max_failures),
+        ),
+    )
+    status = "FAILED"
+    try:
+        init_ray(address, verbose)
+        grid = tuner.fit()
+        results = list(grid)
+        table = trials_table(results, spec.metric.name, spec.metric.mode, epochs_of, searched, runs_cb.numbers)
+        ok = [r for r in results if r.error is None and r.metrics and spec.metric.name in r.metrics]
+        if not ok:
+            raise RuntimeError("every trial failed; see the errors in the trials table")
+        best = grid.get_best_result(spec.metric.name, spec.metric.mode, scope="all")
+        ckpt = best.get_best_checkpoint(spec.metric.name, spec.metric.mode)
+        with ckpt.as_directory() as d:
+            state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+        best_config = {k: v for k, v in best.config.items()}
+        hist = best.metrics_dataframe
+        row = hist.loc[hist[spec.metric.name].idxmax() if spec.metric.mode == "max" else hist[spec.metric.name].idxmin()]
+        best_val = {k: float(row[k]) for k in row.index if str(k).startswith("val_")}
+        best_val["epoch"] = float(row["epoch"])
+        test = evaluate_state(spec, best_config, data, state, "test")
+        status = "FINISHED"
+    finally:
+        runs_cb.close_running()
+        if status != "FINISHED":
+            client.set_tag(pid, "status", "failed")
+            client.set_terminated(pid, "FAILED")
+
+    wall = time.time() - t_start
+    table.to_csv(os.path.join(sweep_dir, "trials.csv"), index=False)
+    best_yaml = os.path.join(sweep_dir, "best_config.yaml")
+    with open(best_yaml, "w") as fh:
+        fh.write(specmod.dump_fixed(spec, best_config))
+    summary = {
+        "spec": os.path.abspath(spec.path), "dataset": data.name, "best_config": best_config,
+        "best_val": best_val, "test": test, "popularity": base, "wall_seconds": wall,
+        "trials": len(table), "status_counts": table["status"].value_counts().to_dict(),
+        "tracking_uri": tracking.redact(uri), "parent_run_id": pid,
+    }
+    with open(os.path.join(sweep_dir, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=2, default=str)
+    now = int(time.time() * 1000)
+    client.log_batch(pid,
+                     metrics=[Metric(f"test_{k}", v, now, 0) for k, v in test.items()]
+                     + [Metric(f"best_val_{k.removeprefix('val_')}", v, now, 0) for k, v in best_val.items()]
+                     + [Metric("wall_seconds", wall, now, 0)],
+                     params=[Param(f"best.{k}", str(v)[:500]) for k, v in best_config.items()],
+                     tags=[RunTag("status", "completed"),
+                           RunTag("best_trial", str(runs_cb.numbers.get(best.metrics.get("trial_id"), "")))])
+    for f in ("trials.csv", "best_config.yaml", "summary.json"):
+        client.log_artifact(pid, os.path.join(sweep_dir, f))
+    client.set_terminated(pid, "FINISHED")
+    return SweepResult(sweep_dir, uri, exp_id, pid, table, best_config, best_val, test, base, wall,
+                       study=searcher._ot_study if searcher is not None else None,
+                       extra={"failed_mlflow_writes": runs_cb.failed_writes})
+
+
+def report(spec: Spec, res: SweepResult, top: int = 5) -> str:
+    """The end-of-sweep summary printed by `tuner run`."""
+    m = spec.metric.name
+    lines = [f"\n== {spec.name}: {len(res.table)} trials in {res.wall_seconds:.0f}s  "
+             f"({', '.join(f'{v} {k}' for k, v in res.table['status'].value_counts().items())})"]
+    cols = [c for c in res.table.columns if c not in ("trial_id", "error")]
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
+        lines.append(res.table[cols].head(top).to_string(index=False))
+    lines.append(f"\nbest config: {json.dumps(res.best_config, default=str)}")
+    ks = spec.eval.ks
+    fmt_row = lambda d: "  ".join(f"{b}@{k} {d.get(f'{b}_{k}', float('nan')):.4f}" for k in ks for b in ("hr", "ndcg"))
+    lines.append(f"best validation (epoch {int(res.best_val.get('epoch', 0))}): "
+                 + fmt_row({k.removeprefix('val_'): v for k, v in res.best_val.items()}))
+    lines.append(f"test, best trial:      {fmt_row(res.test)}")
+    if res.baseline:
+        lines.append(f"test, popularity:      {fmt_row(res.baseline['test'])}")
+    lines.append(f"\noutputs:   {res.sweep_dir}/  (trials.csv, best_config.yaml, summary.json)")
+    lines.append(f"re-run:    tuner run {os.path.join(res.sweep_dir, 'best_config.yaml')}")
+    if res.tracking_uri.startswith("sqlite:"):
+        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1"
+                     f"   (experiment {res.experiment_id}, parent run {res.parent_run_id})")
+    else:
+        lines.append(f"MLflow:    {tracking.redact(res.tracking_uri)}  experiment {res.experiment_id}, "
+                     f"parent run {res.parent_run_id}")
+    if res.extra.get("failed_mlflow_writes"):
+        lines.append(f"warning: {res.extra['failed_mlflow_writes']} MLflow writes failed and were skipped")
+    return "\n".join(lines)

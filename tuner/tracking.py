@@ -1,0 +1,207 @@
+"""MLflow: one parent run per sweep, one nested child run per trial, logged from the driver.
+
+Why not Ray's MLflowLoggerCallback: it makes flat runs, logs every numeric key (pid,
+timestamp, ...), and opens duplicate runs after a restore. Here the driver owns all MLflow
+writes: the experiment is created before any trial starts (no racing first writes), each
+trial's run is found again by its `tuner.trial_id` tag after a restore, and per-epoch metrics
+go in one `log_batch` call with step = epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from typing import Any, Iterable, Mapping
+
+from tuner.errors import TunerError
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+log = logging.getLogger(__name__)
+
+# Keys Ray adds to every result; none of them says anything about the model.
+RAY_KEYS = frozenset({
+    "epoch", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
+    "time_since_restore", "iterations_since_restore", "done", "should_checkpoint", "date",
+    "hostname", "node_ip", "trial_id", "checkpoint_dir_name", "config", "experiment_tag",
+    "timesteps_total", "episodes_total", "timesteps_since_restore", "warmup_time",
+})
+
+_SECRET = re.compile(r"(://)([^/@:]+)(:[^/@]*)?@")
+
+
+def redact(uri: str) -> str:
+    """A tracking URI safe to print: user:token@ becomes ***@."""
+    return _SECRET.sub(r"\1***@", uri)
+
+
+def default_uri(output_dir: str) -> str:
+    return f"sqlite:///{os.path.abspath(os.path.join(output_dir, 'mlflow.db'))}"
+
+
+def connect(uri: str, experiment: str, artifact_root: str) -> tuple[MlflowClient, str]:
+    """Create (or find) the experiment on the driver, before any trial runs."""
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    try:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return client, client.create_experiment(experiment, artifact_location=os.path.abspath(artifact_root))
+        return client, exp.experiment_id
+    except Exception as e:  # any backend failure: unreachable server, bad DB path, auth
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TunerError(f"tracking.uri: cannot reach MLflow at {redact(uri)}: {msg[:200]}") from None
+
+
+def fmt(v: Any) -> str:
+    """Short, readable value for run names: 0.0031 -> 3.1e-3, 64 -> 64."""
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4):
+            m, e = f"{v:.1e}".split("e")
+            return f"{m}e{int(e)}"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def flat_params(config: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(v)[:500] for k, v in config.items()}
+
+
+class TrialRuns(tune.Callback):
+    """Ray Tune callback: a child MLflow run per trial, nested under `parent_run_id`."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, *,
+                 model: str, dataset: str, spec_file: str, searched: Iterable[str], epochs_of):
+        self.client = client
+        self.experiment_id = experiment_id
+        self.parent = parent_run_id
+        self.base_tags = {"model": model, "dataset": dataset, "spec": os.path.basename(spec_file)}
+        self.searched = tuple(searched)
+        self.epochs_of = epochs_of  # config -> planned epochs
+        self.runs: dict[str, str] = {}  # trial_id -> run_id
+        self.numbers: dict[str, int] = {}
+        self.failed_writes = 0
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _safe(self, fn, *args, **kwargs):
+        """MLflow hiccups must not kill a sweep: retry twice, then count and go on."""
+        for attempt in range(3):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - network, locked DB, ...
+                if attempt == 2:
+                    self.failed_writes += 1
+                    log.warning("MLflow write failed (%s); continuing", str(e).splitlines()[0][:200])
+                    return None
+                time.sleep(0.2 * (attempt + 1))
+
+    def _existing_runs(self) -> None:
+        """After a restore: map trial ids to the runs created before the interruption."""
+        runs = self._safe(self.client.search_runs, [self.experiment_id],
+                          f"tags.mlflow.parentRunId = '{self.parent}'", max_results=5000) or []
+        for r in runs:
+            tid = r.data.tags.get("tuner.trial_id")
+            if tid:
+                self.runs[tid] = r.info.run_id
+                self.numbers[tid] = int(r.data.tags.get("tuner.trial_number", "0"))
+
+    def setup(self, **info):
+        self._existing_runs()
+
+    def _run_name(self, number: int, config: Mapping[str, Any]) -> str:
+        knobs = " ".join(f"{k}={fmt(config[k])}" for k in self.searched if k in config)
+        return f"trial-{number:03d} {knobs}".strip()[:250]
+
+    def run_id(self, trial) -> str | None:
+        return self.runs.get(trial.trial_id)
+
+    # -- Tune hooks ------------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.runs:  # resumed trial: reopen its run
+            self._safe(self.client.update_run, self.runs[trial.trial_id], status="RUNNING")
+            return
+        number = max(self.numbers.values(), default=0) + 1
+        self.numbers[trial.trial_id] = number
+        config = {k: v for k, v in trial.config.items()}
+        tags = {
+            "mlflow.parentRunId": self.parent,
+            "tuner.trial_id": trial.trial_id,
+            "tuner.trial_number": str(number),
+            "status": "running",
+            "loss": str(config.get("loss", "")),
+            **self.base_tags,
+        }
+        run = self._safe(self.client.create_run, self.experiment_id, run_name=self._run_name(number, config), tags=tags)
+        if run is None:
+            return
+        self.runs[trial.trial_id] = run.info.run_id
+        self._safe(self.client.log_batch, run.info.run_id,
+                   params=[Param(k, v) for k, v in flat_params(config).items()])
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self.run_id(trial)
+        if run_id is None:
+            return
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, float(v), now, step)
+            for k, v in result.items()
+            if k not in RAY_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        self._safe(self.client.log_batch, run_id, metrics=metrics,
+                   tags=[RunTag("epochs_run", str(step))])
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        if run_id is None:
+            return
+        last = trial.last_result or {}
+        ran = int(last.get("epoch", 0))
+        planned = self.epochs_of(trial.config)
+        status, reason = ("completed", "") if ran >= planned else ("stopped_early", last.get("stop_reason") or "asha")
+        tags = [RunTag("status", status), RunTag("epochs_run", str(ran))]
+        if reason:
+            tags.append(RunTag("stop_reason", reason))
+        self._safe(self.client.log_batch, run_id, tags=tags)
+        self._safe(self.client.set_terminated, run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        if run_id is None:
+            return
+        reason = error_reason(trial)
+        self._safe(self.client.log_batch, run_id,
+                   tags=[RunTag("status", "errored"), RunTag("stop_reason", reason[:500])])
+        self._safe(self.client.set_terminated, run_id, "FAILED")
+
+    def close_running(self) -> None:
+        """At the end (or on interruption): no child run may stay RUNNING forever."""
+        for run_id in self.runs.values():
+            run = self._safe(self.client.get_run, run_id)
+            if run is not None and run.info.status == "RUNNING":
+                self._safe(self.client.log_batch, run_id, tags=[RunTag("status", "interrupted")])
+                self._safe(self.client.set_terminated, run_id, "KILLED")
+
+
+_EXC_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Loss)): (.+)$")
+
+
+def error_reason(trial) -> str:
+    """The last 'SomeError: message' line of a trial's traceback ('non-finite loss at ...')."""
+    text = ""
+    try:
+        err = trial.get_pickled_error() or trial.get_error()
+        text = str(err) if err else ""
+    except Exception:  # noqa: BLE001 - the error file may not be written yet
+        pass
+    for line in reversed(text.splitlines()):
+        m = _EXC_LINE.match(line.strip())
+        if m and m.group(1) not in ("RayTaskError", "TuneError"):
+            return m.group(2).strip()
+    return text.strip().splitlines()[-1][:300] if text.strip() else "error"
