@@ -8,6 +8,7 @@ trainable (trainables/ray_trainable.py) turns that into `tune.report(..., checkp
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Any, Callable, Mapping
@@ -106,7 +107,8 @@ def fit(
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch}")
 
         def get_state(epoch=epoch):
-            return {**recipe.state_dict(), "epoch": epoch, "rng": gen.get_state()}
+            # a copy: the live state dicts alias tensors that later epochs update in place
+            return copy.deepcopy({**recipe.state_dict(), "epoch": epoch, "rng": gen.get_state()})
 
         report(out, get_state)
     return recipe

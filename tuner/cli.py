@@ -1,4 +1,4 @@
-"""Command line: `tuner run SPACE.yaml`, `tuner validate SPACE.yaml`.
+"""Command line: `tuner run SPACE.yaml`, `tuner resume SWEEP_DIR`, `tuner validate SPACE.yaml`.
 
 Every user mistake (YAML, data, options) ends in one line on stderr and exit code 2, before
 anything is written. Ray, MLflow and torch load only for commands that need them.
@@ -28,16 +28,21 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _load_spec(args) -> Any:
-    from tuner import spec as specmod
-
+def _overrides_of(args) -> dict[str, Any]:
+    """--set pairs plus the shorthand flags, as dotted spec keys."""
     overrides = _overrides(args.set or [])
     for flag, key in (("samples", "search.samples"), ("concurrency", "search.concurrency"),
                       ("seed", "search.seed"), ("name", "name"), ("tracking_uri", "tracking.uri")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
-    spec = specmod.load(args.space, overrides)
+    return overrides
+
+
+def _load_spec(args) -> Any:
+    from tuner import spec as specmod
+
+    spec = specmod.load(args.space, _overrides_of(args))
     if getattr(args, "smoke_test", False):
         spec = specmod.smoke(spec)
     return spec
@@ -51,14 +56,49 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _verbosity(args) -> int:
+    return 0 if args.quiet else (2 if args.verbose else 1)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops a sweep like Ctrl+C: Ray Tune saves its state and `tuner resume` continues."""
+    import os
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def _finish(sweep, spec, fn) -> int:
+    try:
+        res = fn()
+    except sweep.Interrupted as e:
+        print(f"tuner: interrupted; state saved. Resume with: tuner resume {e.sweep_dir}", file=sys.stderr)
+        return 130
+    if isinstance(res, tuple):
+        spec, res = res
+    print(sweep.report(spec, res))
+    return 0
+
+
 def cmd_run(args) -> int:
     spec = _load_spec(args)
     from tuner import sweep  # heavy imports only now that the spec is valid
 
-    verbose = 0 if args.quiet else (2 if args.verbose else 1)
-    res = sweep.run(spec, output=args.output, address=args.address, verbose=verbose)
-    print(sweep.report(spec, res))
-    return 0
+    _stop_on_sigterm()
+    source = {"spec_path": args.space, "overrides": _overrides_of(args), "smoke": bool(args.smoke_test)}
+    return _finish(sweep, spec, lambda: sweep.run(spec, output=args.output, address=args.address,
+                                                 verbose=_verbosity(args), source=source))
+
+
+def cmd_resume(args) -> int:
+    import os
+
+    if not os.path.isdir(args.run):
+        raise TunerError(f"{args.run}: no such sweep folder")
+    from tuner import sweep
+
+    _stop_on_sigterm()
+    return _finish(sweep, None, lambda: sweep.resume(args.run, address=args.address, verbose=_verbosity(args)))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -84,6 +124,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="only the final summary")
     g.add_argument("--verbose", action="store_true", help="Ray's per-trial output and worker logs too")
     r.set_defaults(func=cmd_run)
+
+    rs = sub.add_parser("resume", help="continue an interrupted sweep (same trials, study and MLflow runs)")
+    rs.add_argument("run", help="the sweep folder `tuner run` printed, e.g. runs/bpr-20261124-090458")
+    rs.add_argument("--address", help="join a Ray cluster: auto, HOST:PORT or ray://HOST:10001")
+    g = rs.add_mutually_exclusive_group()
+    g.add_argument("--quiet", action="store_true", help="only the final summary")
+    g.add_argument("--verbose", action="store_true", help="Ray's per-trial output and worker logs too")
+    rs.set_defaults(func=cmd_resume)
 
     v = sub.add_parser("validate", help="check a search-space file without running it")
     spec_args(v)

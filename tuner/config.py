@@ -158,6 +158,11 @@ def build(
     kwargs = {}
     for name, (f, tp) in known.items():
         if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                key = f"{prefix}{name}"
+                parent = prefix.rstrip(".")
+                line = line_of(key) or (line_of(parent) if parent else None)
+                raise TunerError(f"{where(file, key, line)}: missing; this key is required")
             continue
         key = f"{prefix}{name}"
         if nested and name in nested:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -136,11 +137,13 @@ def _detect(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext in (".csv", ".tsv", ".inter"):
         return ext[1:]
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         counts = [len(line.split()) for _, line in zip(range(200), fh) if line.strip()]
     if not counts:
         raise TunerError(f"{path}: no interactions found (empty dataset)")
-    return "pairs" if all(c == 2 for c in counts) else "sequences"
+    # Majority vote, so one malformed line in a pairs file is reported as such by the pairs reader
+    # (sequence files have >= 4 fields per valid line: a user and at least 3 items).
+    return "pairs" if 2 * sum(c == 2 for c in counts) > len(counts) else "sequences"
 
 
 def load(path: str, fmt: str = "auto", name: str | None = None) -> Dataset:
@@ -181,7 +184,7 @@ def _group(rows: Iterable[tuple[str, str, int]]) -> tuple[list[str], list[list[s
 
 def _read_pairs(path: str):
     def rows():
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             for ln, line in enumerate(fh, 1):
                 parts = line.split()
                 if not parts:
@@ -196,7 +199,7 @@ def _read_pairs(path: str):
 def _read_sequences(path: str):
     users, seqs, lines = [], [], []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         for ln, line in enumerate(fh, 1):
             parts = line.split()
             if not parts:
@@ -218,7 +221,7 @@ _TIME_COLS = ("timestamp", "time", "ts")
 
 
 def _read_table(path: str, delimiter: str, recbole: bool):
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: tolerate a BOM (Excel)
         reader = csv.reader(fh, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
@@ -239,7 +242,8 @@ def _read_table(path: str, delimiter: str, recbole: bool):
 
         ui, ii, ti = find(_USER_COLS, True), find(_ITEM_COLS, True), find(_TIME_COLS, False)
         rows = []
-        for ln, rec in enumerate(reader, 2):
+        for rec in reader:
+            ln = reader.line_num  # physical line (a quoted field may span lines)
             if not rec or all(not c.strip() for c in rec):
                 continue
             if len(rec) != len(cols):
@@ -250,6 +254,8 @@ def _read_table(path: str, delimiter: str, recbole: bool):
                     t = float(rec[ti])
                 except ValueError:
                     raise TunerError(f"{path}:{ln}: timestamp {rec[ti]!r} is not a number") from None
+                if not math.isfinite(t):  # NaN would silently scramble the chronological sort
+                    raise TunerError(f"{path}:{ln}: timestamp {rec[ti]!r} is not a finite number")
             u, it = rec[ui].strip(), rec[ii].strip()
             if not u or not it:
                 raise TunerError(f"{path}:{ln}: empty user or item id")

@@ -6,6 +6,7 @@ Conventions (tested against a brute-force reference in tests/test_metrics.py):
 - ties are broken by item index, as a stable sort would: rank = #items scoring higher +
   #items scoring the same with a smaller index. (Counting all ties against the target moves the
   Beauty popularity baseline from the published 0.0115 to 0.0110; with this rule it matches.);
+- a NaN target score ranks below every item (rank N), so a diverged model never scores a hit;
 - rank is 0-based; HR@K = [rank < K], NDCG@K = [rank < K] / log2(rank + 2),
   MRR@K = [rank < K] / (rank + 1); all averaged over users.
 Users are processed in contiguous batches as matrix operations; no per-user Python loop.
@@ -30,7 +31,9 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     higher = (scores > t).sum(1)
     index = torch.arange(scores.shape[1], device=scores.device)
     ties_before = ((scores == t) & (index < targets[:, None])).sum(1)
-    return higher + ties_before
+    # A NaN target score compares false with everything and would rank first (a "perfect" hit
+    # from a diverged model); rank it below every item instead.
+    return torch.where(t[:, 0].isnan(), scores.shape[1], higher + ties_before)
 
 
 def mask_seen(scores: torch.Tensor, targets: torch.Tensor, indptr: torch.Tensor, items: torch.Tensor, start: int) -> None:

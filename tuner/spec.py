@@ -241,7 +241,7 @@ def parse(raw: Any, path: str = "<spec>", line_of=lambda k: None) -> Spec:
     if "model" not in raw:
         raise TunerError(f"{path}: model: missing; valid models: {', '.join(MODELS)}")
     model = raw["model"]
-    if model not in MODELS:
+    if not isinstance(model, str) or model not in MODELS:
         raise TunerError(
             f"{where(path, 'model', line_of('model'))}: unknown model {model!r}; valid: {', '.join(MODELS)}"
         )
@@ -304,7 +304,7 @@ def _parse_space(raw: Any, config_cls: type, fixed: Mapping, path: str, line_of)
         rp = cfgmod.build(_RawParam, body, file=path, prefix=f"{key}.", line_of=line_of)
         f, tp = fields[name]
         p = _check_param(name, rp, f, tp, path, line_of)
-        p = dataclasses.replace(p, when=_parse_when(name, rp.when, seen, fixed, path, line_of))
+        p = dataclasses.replace(p, when=_parse_when(name, rp.when, seen, fixed, path, line_of, fields))
         params.append(p)
         seen[name] = p
     return tuple(params)
@@ -323,6 +323,8 @@ def _check_param(name: str, rp: _RawParam, f, tp, path: str, line_of) -> Param:
         for extra in ("low", "high", "step"):
             if getattr(rp, extra) is not None:
                 raise err(extra, f"not allowed with type categorical (use choices)")
+        if rp.log:
+            raise err("log", "not allowed with type categorical (log applies to float and int)")
         choices = tuple(cfgmod.cast(c, tp, f"{key}.choices[{i}]", path, line_of) for i, c in enumerate(rp.choices))
         for i, c in enumerate(choices):
             cfgmod.check_field(f, c, f"{key}.choices[{i}]", path, line_of)
@@ -350,6 +352,8 @@ def _check_param(name: str, rp: _RawParam, f, tp, path: str, line_of) -> Param:
         raise err("step", "step cannot be combined with log: true (Optuna forbids it)")
     if rp.step is not None and rp.step <= 0:
         raise err("step", f"step must be > 0, got {rp.step}")
+    if rp.type == "int" and rp.step is not None and not float(rp.step).is_integer():
+        raise err("step", f"int knob needs an integer step, got {rp.step}")
     for sub, v in (("low", low), ("high", high)):
         cfgmod.check_field(f, int(v) if base is int else v, f"{key}.{sub}", path, line_of)
     if rp.type == "int":
@@ -366,7 +370,7 @@ def _numeric_base(tp) -> type | None:
     return args[0] if len(args) == 1 and args[0] in (int, float) else None
 
 
-def _parse_when(name, raw, seen: Mapping[str, Param], fixed: Mapping, path, line_of):
+def _parse_when(name, raw, seen: Mapping[str, Param], fixed: Mapping, path, line_of, fields=None):
     if not raw:
         return ()
     key = f"space.{name}.when"
@@ -374,6 +378,9 @@ def _parse_when(name, raw, seen: Mapping[str, Param], fixed: Mapping, path, line
     for ref, values in raw.items():
         loc = where(path, f"{key}.{ref}", line_of(f"{key}.{ref}") or line_of(key))
         vals = tuple(values) if isinstance(values, list) else (values,)
+        if fields and ref in fields:
+            # cast like the knob itself, so `1e-3` (a string to PyYAML) matches the float choice 0.001
+            vals = tuple(_cast_or_keep(v, fields[ref][1]) for v in vals)
         if ref in seen:
             p = seen[ref]
             if p.type != "categorical":
@@ -384,7 +391,12 @@ def _parse_when(name, raw, seen: Mapping[str, Param], fixed: Mapping, path, line
                     f"{loc}: {bad[0]!r} is never sampled; {ref} choices: {', '.join(map(str, p.choices))}"
                 )
         elif ref in fixed:
-            pass  # a condition on a fixed value is static; allowed (e.g. in a best-config file)
+            # a condition on a fixed value is static; allowed (e.g. in a best-config file) if it can hold
+            fv = fixed[ref]
+            if fields and ref in fields:
+                fv = _cast_or_keep(fv, fields[ref][1])
+            if fv not in vals:
+                raise TunerError(f"{loc}: never holds: {ref} is fixed to {fv!r}, so {name} would never be sampled")
         else:
             raise TunerError(
                 f"{loc}: refers to {ref!r}, which is not a categorical knob listed before {name} in space"
@@ -393,18 +405,25 @@ def _parse_when(name, raw, seen: Mapping[str, Param], fixed: Mapping, path, line
     return tuple(out)
 
 
+def _cast_or_keep(value: Any, tp: Any) -> Any:
+    try:
+        return cfgmod.cast(value, tp, "")
+    except (TunerError, TypeError):
+        return value
+
+
 def _check_cross(spec: Spec, line_of) -> None:
     path = spec.path
     names = {p.name for p in spec.space}
     # metric: one the model reports, e.g. val_<hr|ndcg|mrr>_<k> with k in eval.ks, or train_loss
+    if any(k < 1 for k in spec.eval.ks) or not spec.eval.ks:
+        raise TunerError(f"{where(path, 'eval.ks', line_of('eval.ks'))}: needs positive cut-offs, e.g. [10, 20]")
     m = spec.metric.name
     valid = spec.model_entry().metric_names(spec.eval.ks)
     if m not in valid:
         raise TunerError(
             f"{where(path, 'metric.name', line_of('metric.name'))}: unknown metric {m!r}; valid: {', '.join(valid)}"
         )
-    if any(k < 1 for k in spec.eval.ks) or not spec.eval.ks:
-        raise TunerError(f"{where(path, 'eval.ks', line_of('eval.ks'))}: needs positive cut-offs, e.g. [10, 20]")
     if spec.data.source == "file":
         if not spec.data.path:
             raise TunerError(f"{where(path, 'data.path', line_of('data'))}: source: file needs a path")

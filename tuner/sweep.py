@@ -37,6 +37,7 @@ from tuner import metrics as M
 from tuner import spec as specmod
 from tuner import tracking
 from tuner.data import Dataset
+from tuner.errors import TunerError
 from tuner.space import define_by_run
 from tuner.spec import Spec
 
@@ -130,12 +131,67 @@ def init_ray(address: str | None, verbose: int) -> None:
         ray.init(**kwargs)
 
 
+class Interrupted(Exception):
+    """The driver got SIGINT/SIGTERM: state is saved; `tuner resume SWEEP_DIR` continues."""
+
+    def __init__(self, sweep_dir: str):
+        super().__init__(sweep_dir)
+        self.sweep_dir = sweep_dir
+
+
+@dataclass
+class _Sweep:
+    """What `run` and `resume` share once the sweep folder and the parent run exist."""
+
+    spec: Spec
+    data: Dataset
+    output: str
+    sweep_dir: str
+    uri: str
+    client: Any
+    exp_id: str
+    pid: str
+    base: dict
+    t_start: float
+
+
+def _trainable(spec: Spec, data: Dataset):
+    return tune.with_resources(
+        tune.with_parameters(train, data=data, model=spec.model, ks=spec.eval.ks,
+                             batch_users=spec.eval.batch_users, use_gpu=spec.resources.gpu > 0),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+
+
+def _search(spec: Spec, output: str, study_name: str):
+    """(searcher or None, search_alg or None, param_space) for the spec."""
+    if not spec.space:
+        return None, None, dict(spec.fixed)
+    sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.algo == "tpe"
+               else optuna.samplers.RandomSampler(seed=spec.search.seed))
+    # The study lives in SQLite beside mlflow.db: optuna-dashboard can open it, and a later
+    # sweep with the same search.study_name continues it (warm start).
+    storage = optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(os.path.join(output, 'optuna.db'))}")
+    searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name, mode=spec.metric.mode,
+                                       sampler=sampler, epochs_of=epochs_counter(spec),
+                                       study_name=study_name, storage=storage)
+    return searcher, ConcurrencyLimiter(searcher, max_concurrent=spec.search.concurrency), {}
+
+
+def _scheduler(spec: Spec):
+    if spec.scheduler.type == "asha":
+        return ASHAScheduler(time_attr="training_iteration", metric=spec.metric.name, mode=spec.metric.mode,
+                             max_t=spec.max_epochs(), grace_period=spec.scheduler.grace_period,
+                             reduction_factor=spec.scheduler.reduction_factor)
+    return FIFOScheduler()
+
+
 def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose: int = 1,
-        data: Dataset | None = None) -> SweepResult:
+        data: Dataset | None = None, source: Mapping[str, Any] | None = None) -> SweepResult:
+    """Run a sweep. `source` ({spec_path, overrides, smoke}) is what `resume` needs to rebuild the spec."""
     t_start = time.time()
     entry = spec.model_entry()
     data = data if data is not None else entry.dataset(spec)
-    epochs_of = epochs_counter(spec)
     searched = tuple(p.name for p in spec.space)
     base = baseline(data, spec.eval.ks) if entry.task == "ranking" else {}
 
@@ -145,9 +201,10 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     stamp = time.strftime("%Y%m%d-%H%M%S")
     sweep_dir = os.path.abspath(os.path.join(output, f"{spec.name}-{stamp}"))
     os.makedirs(sweep_dir)
+    study_name = spec.search.study_name or f"{spec.name}-{stamp}"
 
     parent = client.create_run(exp_id, run_name=f"{spec.name} {stamp}", tags={
-        "tuner.role": "sweep", "model": spec.model, "dataset": data.name,
+        "tuner.role": "sweep", "model": spec.model, "dataset": data.name, "optuna.study": study_name,
         "spec": os.path.basename(spec.path), "tuner.sweep_dir": sweep_dir, "status": "running",
     })
     pid = parent.info.run_id
@@ -161,37 +218,19 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     }.items()], metrics=[Metric(f"popularity_{s}_{k}", v, int(time.time() * 1000), 0)
                          for s, vals in base.items() for k, v in vals.items()])
     client.log_artifact(pid, spec.path)
-    runs_cb = tracking.TrialRuns(client, exp_id, pid, model=spec.model, dataset=data.name,
-                                 spec_file=spec.path, searched=searched, epochs_of=epochs_of)
+    source = dict(source or {"spec_path": spec.path, "overrides": {}, "smoke": False})
+    source["spec_path"] = os.path.abspath(source["spec_path"])
+    with open(os.path.join(sweep_dir, "sweep.json"), "w") as fh:
+        json.dump({**source, "output": os.path.abspath(output), "tracking_uri": uri, "experiment_id": exp_id,
+                   "parent_run_id": pid, "study_name": study_name}, fh, indent=2)
 
-    study = None
-    if spec.space:
-        sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.algo == "tpe"
-                   else optuna.samplers.RandomSampler(seed=spec.search.seed))
-        searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name,
-                                           mode=spec.metric.mode, sampler=sampler, epochs_of=epochs_of,
-                                           study_name=spec.search.study_name)
-        search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.search.concurrency)
-        param_space: dict[str, Any] = {}
-    else:
-        searcher, search_alg = None, None
-        param_space = dict(spec.fixed)
-    if spec.scheduler.type == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=spec.metric.name, mode=spec.metric.mode,
-                                  max_t=spec.max_epochs(), grace_period=spec.scheduler.grace_period,
-                                  reduction_factor=spec.scheduler.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
-
-    trainable = tune.with_resources(
-        tune.with_parameters(train, data=data, model=spec.model, ks=spec.eval.ks,
-                             batch_users=spec.eval.batch_users, use_gpu=spec.resources.gpu > 0),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-    )
+    runs_cb = tracking.TrialRuns(uri, exp_id, pid, model=spec.model, dataset=data.name, spec_file=spec.path,
+                                 searched=searched, epochs_of=epochs_counter(spec))
+    searcher, search_alg, param_space = _search(spec, output, study_name)
     tuner = tune.Tuner(
-        trainable,
+        _trainable(spec, data),
         param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=spec.search.samples,
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=_scheduler(spec), num_samples=spec.search.samples,
                                     max_concurrent_trials=None if search_alg else spec.search.concurrency),
         run_config=tune.RunConfig(
             name="ray", storage_path=sweep_dir, callbacks=[runs_cb], verbose=verbose,
@@ -201,10 +240,65 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
             failure_config=tune.FailureConfig(max_failures=spec.run.max_failures),
         ),
     )
-    status = "FAILED"
+    ctx = _Sweep(spec, data, output, sweep_dir, uri, client, exp_id, pid, base, t_start)
+    return _execute(ctx, tuner, address, verbose)
+
+
+def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1) -> tuple[Spec, SweepResult]:
+    """Continue an interrupted sweep: same trials, same Optuna study, same MLflow runs."""
+    meta_path = os.path.join(sweep_dir, "sweep.json")
+    if not os.path.isfile(meta_path) or not os.path.isdir(os.path.join(sweep_dir, "ray")):
+        raise TunerError(f"{sweep_dir}: not a tuner sweep folder (no sweep.json and ray/); "
+                         "pass the folder `tuner run` printed")
+    with open(meta_path) as fh:
+        meta = json.load(fh)
+    spec = specmod.load(meta["spec_path"], meta.get("overrides") or {})
+    if meta.get("smoke"):
+        spec = specmod.smoke(spec)
+    t_start = time.time()
+    entry = spec.model_entry()
+    data = entry.dataset(spec)
+    base = baseline(data, spec.eval.ks) if entry.task == "ranking" else {}
+    uri = meta["tracking_uri"]
+    client, exp_id = tracking.connect(uri, spec.tracking.experiment or spec.name,
+                                      os.path.join(meta["output"], "mlartifacts"))
+    pid = meta["parent_run_id"]
+    client.update_run(pid, status="RUNNING")
+    client.set_tag(pid, "status", "running")
+    # Tuner.restore unpickles the experiment state: only ever point it at our own sweep folders.
+    tuner = tune.Tuner.restore(os.path.join(os.path.abspath(sweep_dir), "ray"), trainable=_trainable(spec, data),
+                               resume_unfinished=True, resume_errored=False, restart_errored=False)
+    ctx = _Sweep(spec, data, meta["output"], os.path.abspath(sweep_dir), uri, client, exp_id, pid, base, t_start)
+    return spec, _execute(ctx, tuner, address, verbose)
+
+
+def _callback(tuner) -> "tracking.TrialRuns":
+    for cb in tuner._local_tuner.get_run_config().callbacks or []:
+        if isinstance(cb, tracking.TrialRuns):
+            return cb
+    raise RuntimeError("the sweep's MLflow callback is missing from the Tuner")
+
+
+def _searcher_of(tuner) -> PrunedAwareOptunaSearch | None:
+    alg = tuner._local_tuner._tune_config.search_alg
+    while alg is not None and not isinstance(alg, PrunedAwareOptunaSearch):
+        alg = getattr(alg, "searcher", None)
+    return alg
+
+
+def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResult:
+    spec, data, client, pid = ctx.spec, ctx.data, ctx.client, ctx.pid
+    runs_cb = _callback(tuner)
+    epochs_of = epochs_counter(spec)
+    searched = tuple(p.name for p in spec.space)
+    status = "failed"
     try:
         init_ray(address, verbose)
         grid = tuner.fit()
+        trials = grid._experiment_analysis.trials
+        if len(trials) < spec.search.samples or any(t.status not in ("TERMINATED", "ERROR") for t in trials):
+            status = "interrupted"
+            raise Interrupted(ctx.sweep_dir)
         results = list(grid)
         table = trials_table(results, spec.metric.name, spec.metric.mode, epochs_of, searched, runs_cb.numbers)
         ok = [r for r in results if r.error is None and r.metrics and spec.metric.name in r.metrics]
@@ -220,23 +314,23 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
         best_val = {k: float(row[k]) for k in row.index if str(k).startswith("val_")}
         best_val["epoch"] = float(row["epoch"])
         test = evaluate_state(spec, best_config, data, state, "test")
-        status = "FINISHED"
+        status = "completed"
     finally:
         runs_cb.close_running()
-        if status != "FINISHED":
-            client.set_tag(pid, "status", "failed")
-            client.set_terminated(pid, "FAILED")
+        if status != "completed":
+            client.set_tag(pid, "status", status)
+            client.set_terminated(pid, "KILLED" if status == "interrupted" else "FAILED")
 
-    wall = time.time() - t_start
+    sweep_dir = ctx.sweep_dir
+    wall = time.time() - ctx.t_start
     table.to_csv(os.path.join(sweep_dir, "trials.csv"), index=False)
-    best_yaml = os.path.join(sweep_dir, "best_config.yaml")
-    with open(best_yaml, "w") as fh:
+    with open(os.path.join(sweep_dir, "best_config.yaml"), "w") as fh:
         fh.write(specmod.dump_fixed(spec, best_config))
     summary = {
         "spec": os.path.abspath(spec.path), "dataset": data.name, "best_config": best_config,
-        "best_val": best_val, "test": test, "popularity": base, "wall_seconds": wall,
+        "best_val": best_val, "test": test, "popularity": ctx.base, "wall_seconds": wall,
         "trials": len(table), "status_counts": table["status"].value_counts().to_dict(),
-        "tracking_uri": tracking.redact(uri), "parent_run_id": pid,
+        "tracking_uri": tracking.redact(ctx.uri), "parent_run_id": pid,
     }
     with open(os.path.join(sweep_dir, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=2, default=str)
@@ -251,9 +345,12 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     for f in ("trials.csv", "best_config.yaml", "summary.json"):
         client.log_artifact(pid, os.path.join(sweep_dir, f))
     client.set_terminated(pid, "FINISHED")
-    return SweepResult(sweep_dir, uri, exp_id, pid, table, best_config, best_val, test, base, wall,
+    searcher = _searcher_of(tuner)
+    return SweepResult(sweep_dir, ctx.uri, ctx.exp_id, pid, table, best_config, best_val, test, ctx.base, wall,
                        study=searcher._ot_study if searcher is not None else None,
-                       extra={"failed_mlflow_writes": runs_cb.failed_writes})
+                       extra={"failed_mlflow_writes": runs_cb.failed_writes,
+                              "optuna_storage": searcher._storage.url if searcher is not None else None,
+                              "study_name": searcher._study_name if searcher is not None else None})
 
 
 def report(spec: Spec, res: SweepResult, top: int = 5) -> str:
@@ -280,6 +377,8 @@ def report(spec: Spec, res: SweepResult, top: int = 5) -> str:
     else:
         lines.append(f"MLflow:    {tracking.redact(res.tracking_uri)}  experiment {res.experiment_id}, "
                      f"parent run {res.parent_run_id}")
+    if res.extra.get("optuna_storage"):
+        lines.append(f"Optuna:    optuna-dashboard {res.extra['optuna_storage']}   (study {res.extra['study_name']})")
     if res.extra.get("failed_mlflow_writes"):
         lines.append(f"warning: {res.extra['failed_mlflow_writes']} MLflow writes failed and were skipped")
     return "\n".join(lines)

@@ -75,9 +75,10 @@ def flat_params(config: Mapping[str, Any]) -> dict[str, str]:
 class TrialRuns(tune.Callback):
     """Ray Tune callback: a child MLflow run per trial, nested under `parent_run_id`."""
 
-    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, *,
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *,
                  model: str, dataset: str, spec_file: str, searched: Iterable[str], epochs_of):
-        self.client = client
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
         self.experiment_id = experiment_id
         self.parent = parent_run_id
         self.base_tags = {"model": model, "dataset": dataset, "spec": os.path.basename(spec_file)}
@@ -86,6 +87,16 @@ class TrialRuns(tune.Callback):
         self.runs: dict[str, str] = {}  # trial_id -> run_id
         self.numbers: dict[str, int] = {}
         self.failed_writes = 0
+
+    # Ray pickles callbacks into its experiment state (for Tuner.restore): drop the client.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["client"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.client = MlflowClient(self.tracking_uri)
 
     # -- helpers ---------------------------------------------------------------------------
     def _safe(self, fn, *args, **kwargs):
@@ -195,10 +206,14 @@ _EXC_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Loss)): (.+)$")
 def error_reason(trial) -> str:
     """The last 'SomeError: message' line of a trial's traceback ('non-finite loss at ...')."""
     text = ""
-    try:
-        err = trial.get_pickled_error() or trial.get_error()
-        text = str(err) if err else ""
-    except Exception:  # noqa: BLE001 - the error file may not be written yet
+    try:  # Ray writes error.txt in the trial's local folder before calling on_trial_error
+        if trial.error_file and os.path.exists(trial.error_file):
+            with open(trial.error_file, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        else:
+            err = trial.get_error()
+            text = str(err) if err else ""
+    except Exception:  # noqa: BLE001 - no error file: fall back to a generic reason
         pass
     for line in reversed(text.splitlines()):
         m = _EXC_LINE.match(line.strip())

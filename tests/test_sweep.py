@@ -1,0 +1,214 @@
+"""Real sweeps through Ray Tune + Optuna + ASHA, read back from MLflow and Optuna."""
+
+import json
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tuner import spec as specmod
+from tuner.tracking import RAY_KEYS
+
+pytestmark = pytest.mark.ray
+
+SPEC = {
+    "name": "t",
+    "model": "bpr_mf",
+    "metric": {"name": "val_ndcg_10", "mode": "max"},
+    "data": {"synthetic": {"n_users": 150, "n_items": 80, "mean_length": 10, "seed": 1}},
+    "fixed": {"epochs": 4, "batch_size": 256},
+    "space": {
+        "loss": {"type": "categorical", "choices": ["bpr", "ce"]},
+        "n_negatives": {"type": "int", "low": 1, "high": 4, "when": {"loss": "bpr"}},
+        "lr": {"type": "float", "low": 1.0e-4, "high": 5.0e-2, "log": True},
+    },
+    "search": {"samples": 6, "concurrency": 2, "seed": 0},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+}
+
+
+def write_spec(tmp_path, body, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return str(path)
+
+
+def children_of(client, exp_id, parent_id):
+    return client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def test_sweep_logs_parent_children_and_prunes(ray_session, tmp_path):
+    from tuner import sweep
+
+    spec = specmod.load(write_spec(tmp_path, SPEC))
+    out = tmp_path / "out"
+    res = sweep.run(spec, output=str(out), verbose=0)
+
+    # Files: trials table, a best config that loads as a fixed spec, a summary.
+    assert len(res.table) == 6
+    assert set(res.table["status"]) <= {"completed", "stopped_early"}
+    assert (res.table["status"] == "stopped_early").any(), "ASHA stopped nothing: test too weak"
+    best = specmod.load(os.path.join(res.sweep_dir, "best_config.yaml"))
+    assert best.space == () and best.fixed["lr"] == pytest.approx(res.best_config["lr"])
+    summary = json.load(open(os.path.join(res.sweep_dir, "summary.json")))
+    assert summary["trials"] == 6 and 0 < summary["test"]["ndcg_10"] <= 1
+
+    client = MlflowClient(res.tracking_uri)
+    parents = client.search_runs([res.experiment_id], "tags.`tuner.role` = 'sweep'")
+    assert [p.info.run_id for p in parents] == [res.parent_run_id]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["test_ndcg_10"] == pytest.approx(res.test["ndcg_10"])
+    assert "popularity_test_ndcg_10" in parent.data.metrics
+    assert {a.path for a in client.list_artifacts(res.parent_run_id)} >= {"s.yaml", "best_config.yaml", "trials.csv"}
+
+    kids = children_of(client, res.experiment_id, res.parent_run_id)
+    assert len(kids) == 6  # one child per trial, no duplicates
+    by_status = {}
+    for run in kids:
+        tags = run.data.tags
+        assert run.info.status == "FINISHED"
+        assert run.info.run_name.startswith("trial-")
+        assert "loss=" in run.info.run_name
+        assert not RAY_KEYS & set(run.data.metrics), "Ray bookkeeping keys leaked into MLflow"
+        hist = client.get_metric_history(run.info.run_id, "val_ndcg_10")
+        assert [m.step for m in hist] == list(range(1, int(tags["epochs_run"]) + 1))
+        by_status.setdefault(tags["status"], []).append(run)
+        if tags["status"] == "stopped_early":
+            assert tags["stop_reason"] == "asha" and int(tags["epochs_run"]) < 4
+        else:
+            assert int(tags["epochs_run"]) == 4
+    assert set(by_status) == {"completed", "stopped_early"}
+
+    # Optuna learns from full results only: early-stopped trials are PRUNED, not COMPLETE.
+    stored = optuna.load_study(study_name=res.extra["study_name"], storage=res.extra["optuna_storage"])
+    assert len(stored.trials) == 6  # what optuna-dashboard shows
+    states = [t.state for t in stored.trials]
+    assert states.count(optuna.trial.TrialState.PRUNED) == len(by_status["stopped_early"])
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(by_status["completed"])
+
+
+def test_errored_trial_is_recorded_and_sweep_goes_on(ray_session, tmp_path):
+    from tuner import sweep
+
+    body = {**SPEC, "name": "nan", "fixed": {"epochs": 2, "loss": "bpr"},
+            "space": {"lr": {"type": "categorical", "choices": [0.01, 1.0e+30]}},
+            "search": {"samples": 4, "concurrency": 2, "seed": 0}, "scheduler": {"type": "fifo"}}
+    spec = specmod.load(write_spec(tmp_path, body))
+    res = sweep.run(spec, output=str(tmp_path / "out"), verbose=0)
+    assert set(res.table["lr"]) == {0.01, 1e30}, "sampler never tried both values: change the seed"
+    errored = res.table[res.table["status"] == "errored"]
+    assert len(errored) and (errored["lr"] == 1e30).all()
+    assert (res.table[res.table["lr"] == 0.01]["status"] == "completed").all()
+    client = MlflowClient(res.tracking_uri)
+    kids = children_of(client, res.experiment_id, res.parent_run_id)
+    bad = [r for r in kids if r.data.tags["status"] == "errored"]
+    assert len(bad) == len(errored)
+    for r in bad:
+        assert r.info.status == "FAILED"
+        assert r.data.tags["stop_reason"].startswith("non-finite loss at epoch 1, step")
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "tuner", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda b: b["space"]["lr"].update(low=1.0), "space.lr.low"),
+    (lambda b: b.update(bogus=1), "bogus"),
+    (lambda b: b.update(data={"source": "file", "path": "missing.txt"}), "data.path"),
+])
+def test_cli_bad_spec_exits_2_and_writes_nothing(tmp_path, mutate, needle):
+    body = json.loads(json.dumps(SPEC))
+    mutate(body)
+    path = write_spec(tmp_path, body)
+    out = tmp_path / "out"
+    p = run_cli("run", path, "--output", str(out), cwd=tmp_path)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and path in lines[0] and needle in lines[0]
+    assert not out.exists()
+
+
+def test_cli_bad_data_line_exits_2(tmp_path):
+    data = tmp_path / "d.txt"
+    data.write_text("1 10\n1 11\n1 12\n2 10 oops\n")
+    body = {**SPEC, "data": {"source": "file", "path": "d.txt", "format": "pairs"}}
+    p = run_cli("run", write_spec(tmp_path, body), "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert p.returncode == 2
+    assert f"{data}:4" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_validate_and_set(tmp_path):
+    path = write_spec(tmp_path, SPEC)
+    p = run_cli("validate", path, "--set", "search.samples=3", cwd=tmp_path)
+    assert p.returncode == 0 and "3 samples" in p.stdout
+    p = run_cli("validate", path, "--set", "search.samples=zero", cwd=tmp_path)
+    assert p.returncode == 2 and "search.samples" in p.stderr
+
+
+def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
+    """Ctrl+C mid-sweep: clean stop, a resume hint, no RUNNING runs; `tuner resume` completes it."""
+    import signal
+    import time
+
+    body = {**SPEC, "name": "intr", "fixed": {"epochs": 6, "loss": "bpr"},
+            "data": {"synthetic": {"n_users": 400, "n_items": 150, "mean_length": 12, "seed": 1}},
+            "search": {"samples": 4, "concurrency": 1, "seed": 0}, "scheduler": {"type": "fifo"}}
+    body["space"] = {"lr": body["space"]["lr"]}
+    path = write_spec(tmp_path, body)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", path, "--output", str(out), "--quiet"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+
+    def completed() -> list:
+        try:  # the database may not exist yet, or be mid-creation
+            exps = client.search_experiments()
+            return client.search_runs([exps[0].experiment_id], "tags.status = 'completed'") if exps else []
+        except Exception:
+            return []
+
+    deadline = time.time() + 150
+    while time.time() < deadline and not completed():  # one trial done, the next under way
+        time.sleep(1)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    hint = [l for l in err.splitlines() if "tuner resume" in l]
+    assert hint, err[-2000:]
+    sweep_dir = hint[-1].split("tuner resume ")[-1].strip()
+
+    exp_id = client.search_experiments()[0].experiment_id
+    runs = client.search_runs([exp_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"], "runs left RUNNING after the interrupt"
+    done_before = {r.info.run_id: r for r in runs if r.data.tags.get("status") == "completed"}
+    assert done_before
+
+    p = run_cli("resume", sweep_dir, "--quiet", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    runs = client.search_runs([exp_id])
+    parents = [r for r in runs if r.data.tags.get("tuner.role") == "sweep"]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(kids) == 4 and all(r.info.status == "FINISHED" for r in kids)  # each trial once
+    for run_id in done_before:  # completed trials did not run again: one value per epoch
+        steps = [m.step for m in client.get_metric_history(run_id, "val_ndcg_10")]
+        assert steps == list(range(1, 7))
+    for r in kids:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_ndcg_10")]
+        assert sorted(set(steps)) == list(range(1, 7))
+    meta = json.load(open(os.path.join(sweep_dir, "sweep.json")))
+    study = optuna.load_study(study_name=meta["study_name"], storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_resume_of_a_missing_run_exits_2(tmp_path):
+    p = run_cli("resume", str(tmp_path / "nope"), cwd=tmp_path)
+    assert p.returncode == 2 and "nope" in p.stderr and len(p.stderr.strip().splitlines()) == 1
