@@ -56,8 +56,8 @@ class BPRMFRecipe(Recipe):
         self.model = MF(data.n_users, data.n_items, cfg.dim).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.loss = get_loss(cfg.loss)
-        self.users = torch.as_tensor(data.train_users(), device=device)  # [nnz]
-        self.items = torch.as_tensor(data.train_items, device=device)  # [nnz]
+        self.users = torch.tensor(data.train_users(), device=device)  # [nnz]
+        self.items = torch.tensor(data.train_items, device=device)  # [nnz] (a copy: Ray hands read-only arrays)
 
     def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, float]:
         cfg, model, n = self.cfg, self.model, self.data.n_items

@@ -195,8 +195,9 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     searched = tuple(p.name for p in spec.space)
     base = baseline(data, spec.eval.ks) if entry.task == "ranking" else {}
 
-    os.makedirs(output, exist_ok=True)
     uri = spec.tracking.uri or tracking.default_uri(output)
+    tracking.check_reachable(uri)  # before anything is written
+    os.makedirs(output, exist_ok=True)
     client, exp_id = tracking.connect(uri, spec.tracking.experiment or spec.name, os.path.join(output, "mlartifacts"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     sweep_dir = os.path.abspath(os.path.join(output, f"{spec.name}-{stamp}"))
@@ -301,6 +302,8 @@ def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResu
             raise Interrupted(ctx.sweep_dir)
         results = list(grid)
         table = trials_table(results, spec.metric.name, spec.metric.mode, epochs_of, searched, runs_cb.numbers)
+        restarts = {t.trial_id: t.run_metadata.num_failures for t in trials}
+        table.insert(3, "restarts", table["trial_id"].map(restarts).fillna(0).astype(int))
         ok = [r for r in results if r.error is None and r.metrics and spec.metric.name in r.metrics]
         if not ok:
             raise RuntimeError("every trial failed; see the errors in the trials table")

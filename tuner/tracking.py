@@ -44,8 +44,25 @@ def default_uri(output_dir: str) -> str:
     return f"sqlite:///{os.path.abspath(os.path.join(output_dir, 'mlflow.db'))}"
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast on an http(s) tracking server that does not answer (MLflow itself retries for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered: auth or a proxy path; let MLflow report what is wrong
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TunerError(f"tracking.uri: cannot reach MLflow at {redact(uri)}: {reason}") from None
+
+
 def connect(uri: str, experiment: str, artifact_root: str) -> tuple[MlflowClient, str]:
     """Create (or find) the experiment on the driver, before any trial runs."""
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     try:

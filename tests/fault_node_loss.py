@@ -1,0 +1,71 @@
+"""Run by tests/test_faults.py in its own process: a sweep on a 2-node local Ray cluster whose
+worker node is removed while trials run. Prints one JSON line with what happened."""
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+
+import yaml
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
+
+import ray
+from tuner import spec as specmod
+from tuner import sweep
+
+out = tempfile.mkdtemp()
+body = {
+    "name": "nodeloss", "model": "bpr_mf",
+    "data": {"synthetic": {"n_users": 600, "n_items": 200, "mean_length": 12, "seed": 2}},
+    "fixed": {"epochs": 8, "loss": "bpr", "batch_size": 128},
+    "space": {"lr": {"type": "float", "low": 1.0e-3, "high": 3.0e-2, "log": True}},
+    "search": {"samples": 2, "concurrency": 2, "seed": 0},
+    "scheduler": {"type": "fifo"},
+    "run": {"max_failures": 3},
+}
+path = os.path.join(out, "nodeloss.yaml")
+with open(path, "w") as fh:
+    yaml.safe_dump(body, fh)
+spec = specmod.load(path)
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+worker = cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address)
+cluster.wait_for_nodes()
+removed = {}
+
+
+def kill_worker_mid_sweep():
+    client = None
+    deadline = time.time() + 120
+    while time.time() < deadline:  # both trials have reported at least 2 epochs
+        time.sleep(0.5)
+        try:
+            client = client or MlflowClient(f"sqlite:///{os.path.join(out, 'runs', 'mlflow.db')}")
+            exps = client.search_experiments()
+            runs = client.search_runs([exps[0].experiment_id], "tags.`tuner.trial_id` != ''") if exps else []
+            if len(runs) == 2 and all(float(r.data.tags.get("epochs_run", 0)) >= 2 for r in runs):
+                break
+        except Exception:
+            continue
+    cluster.remove_node(worker)
+    removed["at"] = time.time()
+
+
+threading.Thread(target=kill_worker_mid_sweep, daemon=True).start()
+res = sweep.run(spec, output=os.path.join(out, "runs"), verbose=0)
+client = MlflowClient(res.tracking_uri)
+kids = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+steps = {r.data.tags["tuner.trial_number"]: [m.step for m in client.get_metric_history(r.info.run_id, "val_ndcg_10")]
+         for r in kids}
+print(json.dumps({
+    "removed": bool(removed), "children": len(kids), "statuses": sorted(r.data.tags["status"] for r in kids),
+    "run_status": sorted(r.info.status for r in kids), "restarts": res.table["restarts"].tolist(),
+    "steps": steps,
+}))
+ray.shutdown()
+cluster.shutdown()
+sys.exit(0)
