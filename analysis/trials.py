@@ -10,7 +10,7 @@ import pandas as pd
 def status_of(error: bool, epochs_run: int, planned: int) -> str:
     if error:
         return "errored"
-    return "completed" if epochs_run >= planned else "stopped_early"
+    return "completed" if epochs_run >= planned else "stopped_early"  # sweep.py marks pathology stops
 
 
 def trials_table(

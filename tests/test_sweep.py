@@ -78,10 +78,12 @@ def test_sweep_logs_parent_children_and_prunes(ray_session, tmp_path):
         hist = client.get_metric_history(run.info.run_id, "val_ndcg_10")
         assert [m.step for m in hist] == list(range(1, int(tags["epochs_run"]) + 1))
         by_status.setdefault(tags["status"], []).append(run)
+        assert tags["model"] == "bpr_mf" and tags["spec"] == "s.yaml" and tags["loss"] in ("bpr", "ce")
         if tags["status"] == "stopped_early":
             assert tags["stop_reason"] == "asha" and int(tags["epochs_run"]) < 4
+            assert int(tags["asha_rung"]) < 3
         else:
-            assert int(tags["epochs_run"]) == 4
+            assert int(tags["epochs_run"]) == 4 and tags["asha_rung"] == "3"  # rungs at epochs 1, 2, 4
     assert set(by_status) == {"completed", "stopped_early"}
 
     # Optuna learns from full results only: early-stopped trials are PRUNED, not COMPLETE.
@@ -212,3 +214,24 @@ def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
 def test_resume_of_a_missing_run_exits_2(tmp_path):
     p = run_cli("resume", str(tmp_path / "nope"), cwd=tmp_path)
     assert p.returncode == 2 and "nope" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_cli_run_options(ray_session, tmp_path, capsys):
+    """--samples --concurrency --seed --name --max-epochs --set --output --quiet, in one real sweep."""
+    from tuner.cli import main
+
+    path = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out"
+    code = main(["run", path, "--samples", "3", "--concurrency", "1", "--seed", "7", "--name", "custom",
+                 "--max-epochs", "2", "--set", "fixed.dim=8", "--output", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "== custom: 3 trials" in printed and "test, best trial:" in printed and "mlflow ui" in printed
+    (sweep_dir,) = [d for d in out.iterdir() if d.is_dir() and d.name.startswith("custom-")]
+    summary = json.load(open(sweep_dir / "summary.json"))
+    assert summary["trials"] == 3
+    assert summary["best_config"]["epochs"] == 2 and summary["best_config"]["dim"] == 8
+    meta = json.load(open(sweep_dir / "sweep.json"))
+    assert meta["overrides"]["search.seed"] == 7 and meta["overrides"]["fixed.dim"] == 8
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    assert client.get_experiment_by_name("custom") is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import resource
 import time
 from typing import Any, Callable, Mapping
 
@@ -102,7 +103,8 @@ def fit(
         t1 = time.perf_counter()
         val = evaluate(recipe, "valid", ks, batch_users)
         out = {"epoch": epoch, **train, **{f"val_{k}": v for k, v in val.items()}, **recipe.extra_metrics(),
-               "epoch_seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1}
+               "epoch_seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux: KiB
         if not math.isfinite(out["train_loss"]):
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch}")
 

@@ -16,6 +16,7 @@ Layout of a file (every section but `model` is optional; defaults live in the da
     resources: {cpu: 1, gpu: 0}
     tracking: {uri: null, experiment: null}
     run: {max_failures: 0}
+    diagnose: {stuck_epochs: 3, ...}   # pathology stopper (analysis/diagnose.py); enabled: false turns it off
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from analysis.diagnose import DiagnoseConfig
 from tuner import config as cfgmod
 from tuner.config import bounded
 from tuner.errors import TunerError, where
@@ -139,6 +141,7 @@ class Spec:
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
     run: RunSpec = RunSpec()
+    diagnose: DiagnoseConfig = DiagnoseConfig()  # pathology stopper thresholds (analysis/diagnose.py)
 
     @property
     def data_path(self) -> str | None:
@@ -274,6 +277,7 @@ def parse(raw: Any, path: str = "<spec>", line_of=lambda k: None) -> Spec:
         resources=section(ResourcesSpec, "resources"),
         tracking=section(TrackingSpec, "tracking"),
         run=section(RunSpec, "run"),
+        diagnose=section(DiagnoseConfig, "diagnose"),
     )
     _check_cross(spec, line_of)
     return spec
@@ -467,6 +471,16 @@ def _resolve(spec: Spec, p: str | None) -> str | None:
     if not os.path.isabs(p):
         p = os.path.join(os.path.dirname(os.path.abspath(spec.path)), p)
     return os.path.normpath(p)
+
+
+def with_max_epochs(spec: Spec, n: int) -> Spec:
+    """`--max-epochs N`: every trial runs (at most) N epochs; `epochs` leaves the search space."""
+    if n < 1:
+        raise TunerError(f"--max-epochs: must be >= 1, got {n}")
+    space = tuple(p for p in spec.space if p.name != "epochs")
+    grace = min(spec.scheduler.grace_period, n)
+    return spec.replace(fixed={**spec.fixed, "epochs": n}, space=space,
+                        scheduler=dataclasses.replace(spec.scheduler, grace_period=grace))
 
 
 def smoke(spec: Spec) -> Spec:

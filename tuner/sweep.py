@@ -9,6 +9,7 @@ ever sees validation metrics.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import shutil
@@ -29,6 +30,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis.diagnose import PathologyStopper
+from analysis.importance import importance
+from analysis.report import write_report
 from analysis.trials import trials_table
 from trainables import loop
 from trainables.ray_trainable import STATE_FILE, train
@@ -178,6 +182,15 @@ def _search(spec: Spec, output: str, study_name: str):
     return searcher, ConcurrencyLimiter(searcher, max_concurrent=spec.search.concurrency), {}
 
 
+def asha_rungs(spec: Spec) -> tuple[int, ...]:
+    """ASHA's milestones: grace * rf^k below max_t (Ray's AsyncHyperBand, one bracket)."""
+    if spec.scheduler.type != "asha":
+        return ()
+    g, rf = spec.scheduler.grace_period, spec.scheduler.reduction_factor
+    n = int(math.log(spec.max_epochs() / g) / math.log(rf) + 1)  # Ray's _Bracket formula, s = 0
+    return tuple(int(g * rf**k) for k in range(n))
+
+
 def _scheduler(spec: Spec):
     if spec.scheduler.type == "asha":
         return ASHAScheduler(time_attr="training_iteration", metric=spec.metric.name, mode=spec.metric.mode,
@@ -226,7 +239,7 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
                    "parent_run_id": pid, "study_name": study_name}, fh, indent=2)
 
     runs_cb = tracking.TrialRuns(uri, exp_id, pid, model=spec.model, dataset=data.name, spec_file=spec.path,
-                                 searched=searched, epochs_of=epochs_counter(spec))
+                                 searched=searched, epochs_of=epochs_counter(spec), rungs=asha_rungs(spec))
     searcher, search_alg, param_space = _search(spec, output, study_name)
     tuner = tune.Tuner(
         _trainable(spec, data),
@@ -235,6 +248,8 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
                                     max_concurrent_trials=None if search_alg else spec.search.concurrency),
         run_config=tune.RunConfig(
             name="ray", storage_path=sweep_dir, callbacks=[runs_cb], verbose=verbose,
+            # ends stuck / collapsed / diverged / mismatched / dominated trials early, with a reason
+            stop=PathologyStopper(spec.metric.name, spec.metric.mode, spec.diagnose) if spec.diagnose.enabled else None,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.run.checkpoints_to_keep,
                                                     checkpoint_score_attribute=spec.metric.name,
                                                     checkpoint_score_order=spec.metric.mode),
@@ -254,6 +269,8 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1) -> t
     with open(meta_path) as fh:
         meta = json.load(fh)
     spec = specmod.load(meta["spec_path"], meta.get("overrides") or {})
+    if meta.get("max_epochs"):
+        spec = specmod.with_max_epochs(spec, meta["max_epochs"])
     if meta.get("smoke"):
         spec = specmod.smoke(spec)
     t_start = time.time()
@@ -304,6 +321,9 @@ def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResu
         table = trials_table(results, spec.metric.name, spec.metric.mode, epochs_of, searched, runs_cb.numbers)
         restarts = {t.trial_id: t.run_metadata.num_failures for t in trials}
         table.insert(3, "restarts", table["trial_id"].map(restarts).fillna(0).astype(int))
+        reasons = {r.metrics.get("trial_id"): r.metrics.get("stop_reason") or "" for r in results if r.metrics}
+        table.insert(4, "stop_reason", table["trial_id"].map(reasons).fillna(""))
+        table.loc[table["stop_reason"] != "", "status"] = "pathology"
         ok = [r for r in results if r.error is None and r.metrics and spec.metric.name in r.metrics]
         if not ok:
             raise RuntimeError("every trial failed; see the errors in the trials table")
@@ -347,13 +367,24 @@ def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResu
                            RunTag("best_trial", str(runs_cb.numbers.get(best.metrics.get("trial_id"), "")))])
     for f in ("trials.csv", "best_config.yaml", "summary.json"):
         client.log_artifact(pid, os.path.join(sweep_dir, f))
-    client.set_terminated(pid, "FINISHED")
     searcher = _searcher_of(tuner)
+    imp = importance(searcher._ot_study, spec.metric.name) if searcher is not None else {}
+    histories = {runs_cb.numbers.get(r.metrics.get("trial_id"), i): r.metrics_dataframe
+                 for i, r in enumerate(results) if r.metrics_dataframe is not None}
+    try:
+        paths = write_report(os.path.join(sweep_dir, "report"), table, histories, spec.metric.name,
+                             spec.metric.mode, searched, imp, f"{spec.name}: {len(table)} trials")
+        client.log_artifacts(pid, os.path.join(sweep_dir, "report"), "report")
+    except Exception as e:  # noqa: BLE001 - a plotting failure must not lose the sweep's results
+        log.warning("report failed: %s", e)
+        paths = {}
+    client.set_terminated(pid, "FINISHED")
     return SweepResult(sweep_dir, ctx.uri, ctx.exp_id, pid, table, best_config, best_val, test, ctx.base, wall,
                        study=searcher._ot_study if searcher is not None else None,
                        extra={"failed_mlflow_writes": runs_cb.failed_writes,
                               "optuna_storage": searcher._storage.url if searcher is not None else None,
-                              "study_name": searcher._study_name if searcher is not None else None})
+                              "study_name": searcher._study_name if searcher is not None else None,
+                              "report": paths.get("html"), "importance": dict(imp)})
 
 
 def report(spec: Spec, res: SweepResult, top: int = 5) -> str:
@@ -372,7 +403,9 @@ def report(spec: Spec, res: SweepResult, top: int = 5) -> str:
     lines.append(f"test, best trial:      {fmt_row(res.test)}")
     if res.baseline:
         lines.append(f"test, popularity:      {fmt_row(res.baseline['test'])}")
-    lines.append(f"\noutputs:   {res.sweep_dir}/  (trials.csv, best_config.yaml, summary.json)")
+    if res.extra.get("importance"):
+        lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in res.extra["importance"].items()))
+    lines.append(f"\noutputs:   {res.sweep_dir}/  (trials.csv, best_config.yaml, summary.json, report/report.html)")
     lines.append(f"re-run:    tuner run {os.path.join(res.sweep_dir, 'best_config.yaml')}")
     if res.tracking_uri.startswith("sqlite:"):
         lines.append(f"MLflow UI: mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1"

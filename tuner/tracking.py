@@ -93,7 +93,8 @@ class TrialRuns(tune.Callback):
     """Ray Tune callback: a child MLflow run per trial, nested under `parent_run_id`."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *,
-                 model: str, dataset: str, spec_file: str, searched: Iterable[str], epochs_of):
+                 model: str, dataset: str, spec_file: str, searched: Iterable[str], epochs_of,
+                 rungs: tuple[int, ...] = ()):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = experiment_id
@@ -101,6 +102,7 @@ class TrialRuns(tune.Callback):
         self.base_tags = {"model": model, "dataset": dataset, "spec": os.path.basename(spec_file)}
         self.searched = tuple(searched)
         self.epochs_of = epochs_of  # config -> planned epochs
+        self.rungs = tuple(rungs)  # ASHA milestones (epochs), ascending
         self.runs: dict[str, str] = {}  # trial_id -> run_id
         self.numbers: dict[str, int] = {}
         self.failed_writes = 0
@@ -192,8 +194,13 @@ class TrialRuns(tune.Callback):
         last = trial.last_result or {}
         ran = int(last.get("epoch", 0))
         planned = self.epochs_of(trial.config)
-        status, reason = ("completed", "") if ran >= planned else ("stopped_early", last.get("stop_reason") or "asha")
+        if last.get("stop_reason"):  # the pathology stopper ended it (analysis/diagnose.py)
+            status, reason = "pathology", str(last["stop_reason"])
+        else:
+            status, reason = ("completed", "") if ran >= planned else ("stopped_early", "asha")
         tags = [RunTag("status", status), RunTag("epochs_run", str(ran))]
+        if self.rungs:  # how far up ASHA's ladder the trial climbed (0 = never reached a rung)
+            tags.append(RunTag("asha_rung", str(sum(ran >= r for r in self.rungs))))
         if reason:
             tags.append(RunTag("stop_reason", reason))
         self._safe(self.client.log_batch, run_id, tags=tags)

@@ -1,0 +1,148 @@
+"""`tuner analyze RUN`: read a finished sweep back from MLflow (and its Optuna study) and report.
+
+RUN is a sweep folder (holding sweep.json) or an MLflow parent run id. Everything comes from the
+tracking store, so a sweep run on another machine against a shared server can be analysed here.
+Writes <out>/trials.csv, the PNG plots and report.html, attaches them to the parent run under
+`analysis/`, and replays the pathology checks offline on every trial's curves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from analysis.diagnose import DiagnoseConfig, first_diagnosis
+from analysis.importance import importance
+from analysis.report import write_report
+from tuner import tracking
+from tuner.errors import TunerError
+
+HISTORY_KEYS = ("train_loss", "logit_bound", "logit_scale", "grad_ratio")
+
+
+@dataclass
+class Analysis:
+    table: pd.DataFrame
+    paths: dict[str, str]
+    importance: dict[str, float]
+    metric: str
+    mode: str
+    parent: Any
+    out_dir: str
+
+
+def _locate(run: str, tracking_uri: str | None) -> tuple[str, str, dict]:
+    """(tracking uri, parent run id, sweep.json or {}) for a sweep folder or a run id."""
+    meta_path = os.path.join(run, "sweep.json")
+    if os.path.isfile(meta_path):
+        with open(meta_path) as fh:
+            meta = json.load(fh)
+        return tracking_uri or meta["tracking_uri"], meta["parent_run_id"], meta
+    if os.path.exists(run):
+        raise TunerError(f"{run}: not a tuner sweep folder (no sweep.json)")
+    return tracking_uri or tracking.default_uri("runs"), run, {}
+
+
+def analyze(run: str, *, tracking_uri: str | None = None, out_dir: str | None = None,
+            cfg: DiagnoseConfig = DiagnoseConfig()) -> Analysis:
+    uri, parent_id, meta = _locate(run, tracking_uri)
+    tracking.check_reachable(uri)
+    db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    if db is not None and not os.path.isfile(db):  # don't create an empty store by looking
+        raise TunerError(f"{run}: no MLflow database at {db}; pass --tracking-uri")
+    client = MlflowClient(uri)
+    try:
+        parent = client.get_run(parent_id)
+    except Exception:  # noqa: BLE001 - unknown id, or not a run at all
+        raise TunerError(f"{run}: no MLflow run {parent_id!r} in {tracking.redact(uri)}") from None
+    if parent.data.tags.get("tuner.role") != "sweep":
+        raise TunerError(f"{run}: run {parent_id} is not a tuner sweep (no tuner.role=sweep tag)")
+    metric = parent.data.params.get("metric", "val_ndcg_10")
+    mode = parent.data.params.get("mode", "max")
+    searched = [k for k in parent.data.params.get("searched", "-").split(",") if k and k != "-"]
+    kids = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
+                              max_results=10000)
+
+    rows, histories = [], {}
+    for r in kids:
+        tags = r.data.tags
+        number = int(tags.get("tuner.trial_number", 0))
+        hist = _history(client, r.info.run_id, [metric, *HISTORY_KEYS])
+        histories[number] = hist
+        values = hist[metric] if metric in hist else pd.Series(dtype=float)
+        diag = first_diagnosis(hist, metric, mode, cfg) if len(hist) else None
+        row = {
+            "trial": number, "run_id": r.info.run_id, "status": tags.get("status", "?"),
+            "stop_reason": tags.get("stop_reason", ""), "epochs_run": int(tags.get("epochs_run", len(hist))),
+            f"best_{metric}": (values.max() if mode == "max" else values.min()) if len(values) else float("nan"),
+            f"last_{metric}": values.iloc[-1] if len(values) else float("nan"),
+            "diagnosis": str(diag) if diag else "",
+        }
+        row.update({k: _param(r.data.params.get(k)) for k in searched})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values(f"best_{metric}", ascending=(mode == "min"), na_position="last").reset_index(drop=True)
+
+    imp: dict[str, float] = {}
+    study_name = parent.data.tags.get("optuna.study") or meta.get("study_name")
+    storage = os.path.join(meta.get("output", ""), "optuna.db") if meta else None
+    if study_name and storage and os.path.isfile(storage):
+        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{os.path.abspath(storage)}")
+        imp = importance(study, metric)
+
+    out_dir = out_dir or (os.path.join(run, "analysis") if meta else os.path.join("runs", f"analysis-{parent_id}"))
+    os.makedirs(out_dir, exist_ok=True)
+    table.to_csv(os.path.join(out_dir, "trials.csv"), index=False)
+    paths = write_report(out_dir, table, histories, metric, mode, searched, imp,
+                         f"{parent.info.run_name}: {len(table)} trials")
+    paths["csv"] = os.path.join(out_dir, "trials.csv")
+    client.log_artifacts(parent_id, out_dir, "analysis")
+    return Analysis(table, paths, dict(imp), metric, mode, parent, out_dir)
+
+
+def _history(client: MlflowClient, run_id: str, keys) -> pd.DataFrame:
+    cols: dict[str, dict[int, float]] = {}
+    for k in keys:
+        for m in client.get_metric_history(run_id, k):
+            cols.setdefault(k, {})[m.step] = m.value
+    if not cols:
+        return pd.DataFrame({"epoch": []})
+    df = pd.DataFrame(cols).sort_index()
+    df.index.name = "epoch"
+    return df.reset_index()
+
+
+def _param(v: str | None) -> Any:
+    if v is None or v == "None":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def render(a: Analysis) -> str:
+    cols = [c for c in a.table.columns if c != "run_id"]
+    lines = [f"== {a.parent.info.run_name}: {len(a.table)} trials  "
+             f"({', '.join(f'{v} {k}' for k, v in a.table['status'].value_counts().items())})"]
+    with pd.option_context("display.width", 180, "display.max_columns", 30, "display.max_colwidth", 60,
+                           "display.float_format", "{:.4g}".format):
+        lines.append(a.table[cols].to_string(index=False))
+    test = {k: v for k, v in a.parent.data.metrics.items() if k.startswith("test_")}
+    if test:
+        lines.append("best trial on test: " + "  ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(test.items())))
+    if a.importance:
+        lines.append("importance (fANOVA on completed trials): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in a.importance.items()))
+    lines.append(f"written: {a.out_dir}/ (trials.csv, report.html, *.png); attached to MLflow run "
+                 f"{a.parent.info.run_id} under analysis/")
+    return "\n".join(lines)

@@ -1,0 +1,237 @@
+"""`tuner compare`: two fixed configurations x N seeds as Ray Tune trials, a paired verdict per metric.
+
+A claim file (search_spaces/claims/*.yaml) names a base spec and the two variants as dotted
+overrides of it:
+
+    claim: "seed 000: a learnable logit scale beats a fixed scale of 1"
+    spec: ../two_tower.yaml          # relative to the claim file; its `space` is ignored
+    a: {name: fixed-1, set: {fixed.logit_scale: 1.0, fixed.learn_logit_scale: false}}
+    b: {name: learnable-10, set: {fixed.logit_scale: 10.0, fixed.learn_logit_scale: true}}
+    seeds: 5
+    metrics: [test_ndcg_10, test_hr_10]
+
+`tuner compare A.yaml B.yaml --seeds N` compares two spec files the same way. Each trial's test
+metrics come from its best-validation checkpoint, computed on the driver after the sweep; seed s of
+A is paired with seed s of B (same data, same initialisation seed). `train_loss_jitter` (mean
+absolute second difference of the train-loss curve, lower = smoother) measures "more stable".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from ray import tune
+
+from analysis.stats import Row, compare, markdown_table
+from trainables.ray_trainable import STATE_FILE
+from trainables.ray_trainable import train as train_one
+from tuner import spec as specmod
+from tuner import sweep, tracking
+from tuner.errors import TunerError, where
+from tuner.spec import Spec
+
+DEFAULT_METRICS = ("test_ndcg_10", "test_hr_10")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    spec: Spec  # fixed configuration: space dropped
+
+
+@dataclass(frozen=True)
+class Claim:
+    path: str
+    claim: str
+    a: Variant
+    b: Variant
+    seeds: int = 3
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+
+
+@dataclass
+class CompareResult:
+    rows: list[Row]
+    markdown: str
+    per_seed: dict[str, dict[int, dict[str, float]]]
+    out_dir: str
+    wall_seconds: float
+    parent_run_id: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _fixed(spec: Spec) -> Spec:
+    return spec.replace(space=())
+
+
+def load_claim(path: str, smoke: bool = False) -> Claim:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except OSError as e:
+        raise TunerError(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise TunerError(f"{path}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    allowed = {"claim", "spec", "a", "b", "seeds", "metrics"}
+    if not isinstance(raw, dict) or not {"spec", "a", "b"} <= set(raw):
+        raise TunerError(f"{path}: a claim file needs spec, a and b (see tuner/compare.py)")
+    for k in raw:
+        if k not in allowed:
+            raise TunerError(f"{where(path, k)}: unknown key; valid keys: {', '.join(sorted(allowed))}")
+    base = os.path.join(os.path.dirname(os.path.abspath(path)), raw["spec"])
+
+    def variant(key: str) -> Variant:
+        body = raw[key]
+        if not isinstance(body, dict) or not set(body) <= {"name", "set"}:
+            raise TunerError(f"{where(path, key)}: expected {{name: ..., set: {{dotted.key: value}}}}")
+        spec = specmod.load(base, body.get("set") or {})
+        spec = specmod.smoke(spec) if smoke else spec
+        return Variant(str(body.get("name", key.upper())), _fixed(spec))
+
+    seeds = raw.get("seeds", 3)
+    if not isinstance(seeds, int) or seeds < 1:
+        raise TunerError(f"{where(path, 'seeds')}: expected a positive integer, got {seeds!r}")
+    metrics = tuple(raw.get("metrics") or DEFAULT_METRICS)
+    return Claim(path, str(raw.get("claim", "")), variant("a"), variant("b"), 2 if smoke else seeds, metrics)
+
+
+def from_specs(a_path: str, b_path: str | None, seeds: int, b_overrides: Mapping[str, Any] | None = None,
+               smoke: bool = False) -> Claim:
+    """A vs B spec files, or a base spec (A) vs the same spec with `b_overrides` (B)."""
+    a = specmod.load(a_path)
+    b = specmod.load(b_path or a_path, b_overrides or {})
+    if smoke:
+        a, b = specmod.smoke(a), specmod.smoke(b)
+    b_name = os.path.splitext(os.path.basename(b_path))[0] if b_path else \
+        " ".join(f"{k}={v}" for k, v in (b_overrides or {}).items())
+    metrics = tuple(f"test_{m.removeprefix('val_')}" for m in (a.metric.name,)) + ("test_hr_10",)
+    return Claim(a_path, "", Variant(os.path.splitext(os.path.basename(a_path))[0], _fixed(a)),
+                 Variant(b_name or "B", _fixed(b)), 2 if smoke else seeds, tuple(dict.fromkeys(metrics)))
+
+
+class VariantEpochs:
+    """trial config {variant, seed} -> planned epochs (picklable for Ray)."""
+
+    def __init__(self, variants: Mapping[str, Mapping[str, Any]]):
+        self.epochs = {k: int(v["config"].get("epochs", sweep.epochs_counter(v["spec"])({}))) for k, v in variants.items()}
+
+    def __call__(self, config: Mapping[str, Any]) -> int:
+        return self.epochs[config["variant"]]
+
+
+def train_variant(config: dict[str, Any], *, data, variants, ks, batch_users, use_gpu):
+    """Ray trainable: run variant config['variant'] with seed config['seed']."""
+    v = variants[config["variant"]]
+    train_one({**v["config"], "seed": config["seed"]}, data=data, model=v["model"], ks=ks,
+              batch_users=batch_users, use_gpu=use_gpu)
+
+
+def _jitter(losses: np.ndarray) -> float:
+    """Mean |second difference| of the train-loss curve: 0 for a straight line, large for zig-zags."""
+    return float(np.abs(np.diff(losses, n=2)).mean()) if len(losses) >= 3 else float("nan")
+
+
+def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbose: int = 0,
+        concurrency: int | None = None) -> CompareResult:
+    t0 = time.time()
+    a, b = claim.a.spec, claim.b.spec
+    if a.data != b.data or a.data_path != b.data_path or a.eval != b.eval:
+        raise TunerError(f"{claim.path}: A and B must use the same data and eval sections to be paired")
+    entry_a = a.model_entry()
+    data = entry_a.dataset(a)
+    variants = {
+        "A": {"model": a.model, "config": dict(a.fixed), "spec": a},
+        "B": {"model": b.model, "config": dict(b.fixed), "spec": b},
+    }
+    uri = a.tracking.uri or tracking.default_uri(output)
+    tracking.check_reachable(uri)
+    os.makedirs(output, exist_ok=True)
+    client, exp_id = tracking.connect(uri, "compare", os.path.join(output, "mlartifacts"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    title = os.path.splitext(os.path.basename(claim.path))[0]
+    out_dir = os.path.abspath(os.path.join(output, f"compare-{title}-{stamp}"))
+    os.makedirs(out_dir)
+    parent = client.create_run(exp_id, run_name=f"{claim.a.name} vs {claim.b.name} ({claim.seeds} seeds)", tags={
+        "tuner.role": "compare", "claim": claim.claim[:500], "model": a.model, "dataset": data.name,
+        "spec": os.path.basename(claim.path), "status": "running"})
+    pid = parent.info.run_id
+    client.log_batch(pid, params=[Param(f"{side}.{k}", str(v)[:500]) for side, var in (("A", a), ("B", b))
+                                  for k, v in var.fixed.items()] + [Param("seeds", str(claim.seeds))])
+    client.log_artifact(pid, claim.path)
+
+    epochs_of = VariantEpochs(variants)
+    runs_cb = tracking.TrialRuns(uri, exp_id, pid, model=a.model, dataset=data.name, spec_file=claim.path,
+                                 searched=("variant", "seed"), epochs_of=epochs_of)
+    slim = {k: {"model": v["model"], "config": v["config"]} for k, v in variants.items()}
+    trainable = tune.with_resources(
+        tune.with_parameters(train_variant, data=data, variants=slim, ks=a.eval.ks,
+                             batch_users=a.eval.batch_users, use_gpu=a.resources.gpu > 0),
+        {"cpu": a.resources.cpu, "gpu": a.resources.gpu})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"variant": tune.grid_search(["A", "B"]), "seed": tune.grid_search(list(range(claim.seeds)))},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency or a.search.concurrency),
+        run_config=tune.RunConfig(name="ray", storage_path=out_dir, callbacks=[runs_cb], verbose=verbose,
+                                  checkpoint_config=tune.CheckpointConfig(
+                                      num_to_keep=1, checkpoint_score_attribute=a.metric.name,
+                                      checkpoint_score_order=a.metric.mode),
+                                  failure_config=tune.FailureConfig(max_failures=a.run.max_failures)),
+    )
+    status = "failed"
+    try:
+        sweep.init_ray(address, verbose)
+        grid = tuner.fit()
+        per_seed: dict[str, dict[int, dict[str, float]]] = {"A": {}, "B": {}}
+        for r in grid:
+            side, seed = r.config["variant"], r.config["seed"]
+            spec = variants[side]["spec"]
+            values: dict[str, float] = {}
+            if r.error is None and r.metrics_dataframe is not None and spec.metric.name in r.metrics_dataframe:
+                hist = r.metrics_dataframe
+                best = hist[spec.metric.name].idxmax() if spec.metric.mode == "max" else hist[spec.metric.name].idxmin()
+                values.update({k: float(hist.loc[best, k]) for k in hist.columns if str(k).startswith("val_")})
+                values["train_loss_jitter"] = _jitter(hist["train_loss"].to_numpy())
+                values["final_train_loss"] = float(hist["train_loss"].iloc[-1])
+                ckpt = r.get_best_checkpoint(spec.metric.name, spec.metric.mode)
+                with ckpt.as_directory() as d:
+                    state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+                cfg = {**variants[side]["config"], "seed": seed}
+                test = sweep.evaluate_state(spec, cfg, data, state, "test")
+                values.update({f"test_{k}": v for k, v in test.items()})
+            per_seed[side][seed] = values
+        status = "completed"
+    finally:
+        runs_cb.close_running()
+        if status != "completed":
+            client.set_tag(pid, "status", status)
+            client.set_terminated(pid, "FAILED")
+
+    metrics = list(claim.metrics)
+    modes = {m: ("min" if ("loss" in m or "jitter" in m) else "max") for m in metrics}
+    rows = compare(per_seed["A"], per_seed["B"], metrics, modes)
+    wall = time.time() - t0
+    md = markdown_table(rows, claim.a.name, claim.b.name)
+    header = f"**{claim.claim}**\n\n" if claim.claim else ""
+    with open(os.path.join(out_dir, "compare.md"), "w") as fh:
+        fh.write(f"{header}{md}\n\n{claim.seeds} seeds per side, {wall:.0f} s, data {data.name}\n")
+    with open(os.path.join(out_dir, "compare.json"), "w") as fh:
+        json.dump({"claim": claim.claim, "a": claim.a.name, "b": claim.b.name, "seeds": claim.seeds,
+                   "rows": [r.__dict__ for r in rows], "per_seed": per_seed, "wall_seconds": wall,
+                   "dataset": data.name}, fh, indent=2, default=str)
+    now = int(time.time() * 1000)
+    client.log_batch(pid, metrics=[Metric(f"{k}_{r.metric}", v, now, 0) for r in rows
+                                   for k, v in (("diff", r.diff), ("ci_low", r.ci_low), ("ci_high", r.ci_high))
+                                   if np.isfinite(v)] + [Metric("wall_seconds", wall, now, 0)],
+                     tags=[RunTag("status", "completed")] + [RunTag(f"verdict.{r.metric}", r.verdict) for r in rows])
+    client.log_artifact(pid, os.path.join(out_dir, "compare.md"))
+    client.log_artifact(pid, os.path.join(out_dir, "compare.json"))
+    client.set_terminated(pid, "FINISHED")
+    return CompareResult(rows, md, per_seed, out_dir, wall, pid, {"dataset": data.name})
