@@ -92,7 +92,8 @@ def load_claim(path: str, smoke: bool = False) -> Claim:
         body = raw[key]
         if not isinstance(body, dict) or not set(body) <= {"name", "set"}:
             raise TunerError(f"{where(path, key)}: expected {{name: ..., set: {{dotted.key: value}}}}")
-        spec = specmod.load(base, body.get("set") or {})
+        # the base spec's search space is dropped first, so `set` may fix any knob it searched
+        spec = specmod.load(base, {"space": {}, **(body.get("set") or {})})
         spec = specmod.smoke(spec) if smoke else spec
         return Variant(str(body.get("name", key.upper())), _fixed(spec))
 

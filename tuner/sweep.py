@@ -397,7 +397,10 @@ def report(spec: Spec, res: SweepResult, top: int = 5) -> str:
         lines.append(res.table[cols].head(top).to_string(index=False))
     lines.append(f"\nbest config: {json.dumps(res.best_config, default=str)}")
     ks = spec.eval.ks
-    fmt_row = lambda d: "  ".join(f"{b}@{k} {d.get(f'{b}_{k}', float('nan')):.4f}" for k in ks for b in ("hr", "ndcg"))
+    if spec.model_entry().task == "ranking":
+        fmt_row = lambda d: "  ".join(f"{b}@{k} {d.get(f'{b}_{k}', float('nan')):.4f}" for k in ks for b in ("hr", "ndcg"))
+    else:  # e.g. classification: macro_f1, accuracy, ...
+        fmt_row = lambda d: "  ".join(f"{k} {v:.4f}" for k, v in d.items() if k != "epoch" and not k.startswith("f1_class"))
     lines.append(f"best validation (epoch {int(res.best_val.get('epoch', 0))}): "
                  + fmt_row({k.removeprefix('val_'): v for k, v in res.best_val.items()}))
     lines.append(f"test, best trial:      {fmt_row(res.test)}")
