@@ -12,6 +12,8 @@ from typing import Any, Callable, Mapping
 from tuner import config as _config
 from tuner.errors import TunerError
 from trainables import bpr_mf
+from trainables import fusion_classifier, multimodal
+from trainables import sasrec, two_tower
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,13 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "bpr_mf": ModelEntry("bpr_mf", bpr_mf.Config, bpr_mf.BPRMFRecipe),
+    "multimodal": ModelEntry("multimodal", multimodal.Config, multimodal.MultimodalRecipe,
+                             validate=multimodal.validate, load_data=multimodal.load_data),
+    "fusion_classifier": ModelEntry("fusion_classifier", fusion_classifier.Config, fusion_classifier.FusionRecipe,
+                                    validate=fusion_classifier.validate, task="classification",
+                                    metrics=fusion_classifier.metric_names, load_data=fusion_classifier.load_data),
+    "two_tower": ModelEntry("two_tower", two_tower.Config, two_tower.TwoTowerRecipe, validate=two_tower.validate),
+    "sasrec": ModelEntry("sasrec", sasrec.Config, sasrec.SASRecRecipe, validate=sasrec.validate),
 }
 
 

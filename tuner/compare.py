@@ -179,7 +179,8 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
     tuner = tune.Tuner(
         trainable,
         param_space={"variant": tune.grid_search(["A", "B"]), "seed": tune.grid_search(list(range(claim.seeds)))},
-        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency or a.search.concurrency),
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency or a.search.concurrency,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name="ray", storage_path=out_dir, callbacks=[runs_cb], verbose=verbose,
                                   checkpoint_config=tune.CheckpointConfig(
                                       num_to_keep=1, checkpoint_score_attribute=a.metric.name,

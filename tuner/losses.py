@@ -57,3 +57,163 @@ def get_loss(name: str) -> Loss:
         return LOSSES[name]
     except KeyError:
         raise TunerError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}") from None
+
+
+# --- Ranking losses of the two-tower and SASRec trainables (trainables/two_tower.py, sasrec.py) ---
+# They extend LOSSES in their own registry, so bpr_mf (which only knows "sampled"/"full") does not
+# start accepting them. A third shape joins the two above:
+# - "inbatch": fn(logits [B, M], targets [B], log_q [M] | None) -> scalar; every row scored
+#   against the M distinct positives of the batch (in-batch negatives), targets index into M.
+
+
+def gbce(pos: torch.Tensor, neg: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """gSASRec's generalised BCE (Petrov & Macdonald, RecSys 2023), mean over rows of
+
+        beta * softplus(-pos) + sum_k softplus(neg_k)   = -log sigmoid(pos)^beta - sum_k log(1 - sigmoid(neg_k)).
+
+    The paper writes it as plain BCE on a transformed positive logit
+    s' = logit(sigmoid(s)^beta) = -log(sigmoid(s)^-beta - 1), since -log sigmoid(s') = beta * softplus(-s);
+    the direct form above is the same number without the precision loss of sigmoid(s)^-beta - 1
+    (gSASRec-pytorch computes it the same way, in float64). Negatives are summed, not averaged,
+    as the calibration argument requires. beta = 1 is BCE with summed negatives; see gbce_beta.
+    """
+    return (beta * F.softplus(-pos) + F.softplus(neg).sum(1)).mean()
+
+
+def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
+    """beta = alpha * (t * (1 - 1/alpha) + 1/alpha) with sampling rate alpha = n_negatives / (N - 1).
+
+    t = 0 gives beta = 1 (BCE), t = 1 gives beta = alpha (fully calibrated). alpha is capped at 1:
+    with as many negatives as items (sampling with replacement) there is nothing to correct.
+    """
+    alpha = min(1.0, n_negatives / max(n_items - 1, 1))
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def infonce(logits: torch.Tensor, targets: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax cross-entropy against the batch's positives (in-batch negatives, InfoNCE).
+
+    logits [B, M]: each row scored against the M distinct positive items of the batch; targets [B]
+    index the row's own positive among them. With log_q [M] (log of each item's probability of
+    being in a batch, i.e. its training frequency) the logQ correction of Yi et al. (2019) scores
+    logits - log_q, undoing the popularity bias of in-batch sampling.
+    """
+    if log_q is not None:
+        logits = logits - log_q[None, :]
+    return F.cross_entropy(logits, targets)
+
+
+RANKING_LOSSES: dict[str, Loss] = {
+    **LOSSES,
+    "gbce": Loss(gbce, "sampled"),
+    "infonce": Loss(infonce, "inbatch"),
+}
+
+
+def get_ranking_loss(name: str) -> Loss:
+    try:
+        return RANKING_LOSSES[name]
+    except KeyError:
+        raise TunerError(f"unknown loss {name!r}; valid: {', '.join(RANKING_LOSSES)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Auxiliary and classification losses (trainables/multimodal.py, trainables/fusion_classifier.py)
+#
+# Plain functions again, each returning a scalar mean; the models look them up through this
+# module at call time (`losses.uniformity(...)`), so a test can monkeypatch one. Hand-checked
+# values on tiny tensors live in tests/test_aux_losses.py.
+# ---------------------------------------------------------------------------------------------
+
+import math as _math  # noqa: E402  (kept inside this appended section)
+
+RECONSTRUCTION_LOSSES = ("mse", "smooth_l1", "bce")
+CLASSIFICATION_LOSSES = ("ce", "bce", "focal")
+
+
+def reconstruction(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Mean reconstruction error over all entries.
+
+    mse: (pred - target)^2; smooth_l1: Huber with beta 1 (0.5 d^2 if |d| < 1 else |d| - 0.5);
+    bce: `pred` are logits of a multi-hot `target` (binary cross-entropy with logits).
+    """
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target, beta=1.0)
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(pred, target)
+    raise TunerError(f"unknown reconstruction loss {kind!r}; valid: {', '.join(RECONSTRUCTION_LOSSES)}")
+
+
+def squared_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Squared Pearson correlation of two flattened tensors, in [0, 1]; 0 if either is constant.
+
+    rho = sum (x - mean x)(y - mean y) / sqrt(sum (x - mean x)^2 * sum (y - mean y)^2 + eps).
+    The popularity-debiasing ('causal') term of trainables/multimodal.py.
+    """
+    x = x.reshape(-1).float()
+    y = y.reshape(-1).float()
+    xc, yc = x - x.mean(), y - y.mean()
+    rho = (xc * yc).sum() / torch.sqrt((xc * xc).sum() * (yc * yc).sum() + eps)
+    return rho * rho
+
+
+def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Uniformity (Wang & Isola 2020): log mean over pairs i<j of exp(-t ||x_i - x_j||^2), x L2-normalised.
+
+    Lower means more spread out on the sphere; 0 when all points coincide. Needs at least 2 rows.
+    """
+    z = F.normalize(x.float(), dim=-1)
+    d2 = torch.pdist(z, p=2).pow(2)
+    return torch.logsumexp(-t * d2, dim=0) - _math.log(d2.numel())
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE between paired rows of a [B, P] and b [B, P] (row i of a matches row i of b).
+
+    Two views of the same samples (seed 004's modality projections); not the ranking `infonce` above.
+
+    Rows are L2-normalised; logits = a b^T / temperature; loss = (CE(logits, arange) +
+    CE(logits^T, arange)) / 2 (CLIP's loss).
+    """
+    a = F.normalize(a, dim=-1)
+    b = F.normalize(b, dim=-1)
+    logits = a @ b.T / temperature
+    target = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def gate_regularization(gates: torch.Tensor) -> torch.Tensor:
+    """Mean (g - 0.5)^2: pulls sigmoid gates away from saturation (seed 004)."""
+    return (gates - 0.5).pow(2).mean()
+
+
+def classification(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    kind: str = "ce",
+    class_weights: torch.Tensor | None = None,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """Classification loss of logits [B, C] for integer targets [B].
+
+    Per sample: ce: -log p_y (NLL of the softmax); focal: -(1 - p_y)^gamma log p_y (gamma 0 = ce);
+    bce: mean over classes of the one-vs-rest binary cross-entropy with logits.
+    With class_weights w [C] the result is sum_i w_{y_i} l_i / sum_i w_{y_i} (PyTorch's weighted
+    CE convention); without, the plain mean.
+    """
+    if kind == "ce":
+        per = F.cross_entropy(logits, target, reduction="none")
+    elif kind == "focal":
+        logp = F.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
+        per = -(1.0 - logp.exp()).clamp(min=0.0).pow(gamma) * logp
+    elif kind == "bce":
+        onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+        per = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").mean(1)
+    else:
+        raise TunerError(f"unknown classification loss {kind!r}; valid: {', '.join(CLASSIFICATION_LOSSES)}")
+    if class_weights is None:
+        return per.mean()
+    w = class_weights[target]
+    return (w * per).sum() / w.sum()

@@ -1,0 +1,206 @@
+"""SASRec trainable: every accepted loss x similarity trains; invalid combinations are rejected."""
+
+import itertools
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from trainables import MODELS
+from trainables import sasrec as S
+from trainables.loop import fit
+from tuner import spec as specmod
+from tuner import synthetic
+from tuner.errors import TunerError
+from tuner.space import sample
+from trainables.similarity import SIMILARITIES
+
+ENTRY = MODELS["sasrec"]
+TINY = dict(maxlen=10, hidden_units=16, num_blocks=1, num_heads=2, dropout=0.0, batch_size=16, lr=5e-3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: extra threads only add synchronisation
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic.generate(n_users=60, n_items=40, mean_length=8)
+
+
+def recipe(data, **knobs):
+    torch.manual_seed(0)
+    return ENTRY.recipe(ENTRY.make_config({**TINY, **knobs}), data, torch.device("cpu"))
+
+
+def fixed_batch_loss(r, rows, seed=0):
+    gen = torch.Generator().manual_seed(seed)  # same negatives before and after training
+    return r.batch_loss(r.inputs[rows], r.targets[rows], rows, gen)
+
+
+RANKING_KIND = {name: S.RANKING_LOSSES[name].kind for name in S.LOSS_NAMES}
+COMBOS = [
+    (loss, sim) for loss, sim in itertools.product(S.LOSS_NAMES, SIMILARITIES)
+    if not (loss == "gbce" and sim == "cosine")
+]
+
+
+@pytest.mark.parametrize("loss,sim", COMBOS)
+def test_every_accepted_combination_trains(data, loss, sim):
+    knobs = dict(loss=loss, similarity=sim)
+    if RANKING_KIND[loss] == "sampled":
+        knobs["num_negatives"] = 4
+    ENTRY.make_config({**TINY, **knobs})  # validate accepts it
+    r = recipe(data, **knobs)
+    rows = r.train_rows[:16]
+    before = fixed_batch_loss(r, rows).item()
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(15):
+        loss_ = r.batch_loss(r.inputs[rows], r.targets[rows], rows, gen)
+        r.optimizer.zero_grad()
+        loss_.backward()
+        r.optimizer.step()
+    after = fixed_batch_loss(r, rows).item()
+    assert np.isfinite(before) and after < before, (loss, sim, before, after)
+    # shapes: hidden states [B, L, d]; scores [B, N] for a block of users
+    h = r.model(r.inputs[rows])
+    assert h.shape == (16, TINY["maxlen"], TINY["hidden_units"])
+    r.model.eval()
+    assert r.score_users("valid", 3, 11).shape == (8, data.n_items)
+    assert set(r.extra_metrics()) == ({"sim_alpha", "sim_beta", "sim_gamma", "sim_temperature"} if sim == "adaptive" else set())
+
+
+@pytest.mark.parametrize("knobs", [
+    dict(sampler="popularity", pop_power=0.75),
+    dict(sampler="mixed", popular_ratio=0.5, exclude_seen=False),
+    dict(loss="gbce", num_negatives=8, gbce_t=0.5, similarity="adaptive", fusion_temperature=2.0),
+    dict(loss="infonce", logq_correction=True),
+    dict(loss="ce", norm_first=False, bucket_by_length=False),
+])
+def test_fit_runs_epochs_and_reports(data, knobs):
+    out = []
+    fit(ENTRY, {**TINY, **knobs, "epochs": 6}, data, lambda m, s: out.append(m))
+    assert len(out) == 6 and out[-1]["train_loss"] < out[0]["train_loss"]
+    assert 0.0 <= out[-1]["val_ndcg_10"] <= 1.0
+
+
+@pytest.mark.parametrize("knobs,match", [
+    (dict(loss="gbce", similarity="cosine"), "cosine with loss gbce"),
+    (dict(loss="ce", sampler="popularity"), "sampler.*no effect with loss ce"),
+    (dict(loss="infonce", num_negatives=5), "num_negatives.*no effect with loss infonce"),
+    (dict(loss="ce", exclude_seen=False), "exclude_seen"),
+    (dict(loss="bce", sampler="uniform", pop_power=0.5), "pop_power.*sampler uniform"),
+    (dict(loss="bce", sampler="popularity", popular_ratio=0.5), "popular_ratio.*only mixed"),
+    (dict(loss="bce", gbce_t=0.5), "gbce_t.*only gbce"),
+    (dict(loss="bce", logq_correction=True), "logq_correction"),
+    (dict(similarity="dot", fusion_alpha=0.9), "fusion_alpha.*only adaptive"),
+    (dict(hidden_units=30, num_heads=4), "does not divide"),
+    (dict(loss="softmax"), "unknown loss 'softmax'; valid: bce, bpr, ce, sampled_softmax, infonce, gbce"),
+    (dict(similarity="l2"), "unknown similarity 'l2'; valid: dot, cosine"),
+    (dict(sampler="hard"), "unknown sampler 'hard'; valid: uniform, popularity, mixed"),
+])
+def test_invalid_combinations_are_rejected(knobs, match):
+    with pytest.raises(TunerError, match=match):
+        ENTRY.make_config(knobs)
+
+
+def test_left_padded():
+    indptr, items = np.array([0, 3, 4, 4 + 6]), np.array([1, 2, 3, 7, 10, 11, 12, 13, 14, 15])
+    out = S.left_padded(indptr, items, 4, pad=99)
+    np.testing.assert_array_equal(out, [[99, 1, 2, 3], [99, 99, 99, 7], [12, 13, 14, 15]])
+
+
+def test_training_windows_are_next_item_pairs(data):
+    r = recipe(data)
+    u = 5
+    seq = data.train_items[data.train_indptr[u]:data.train_indptr[u + 1]][-(TINY["maxlen"] + 1):]
+    inp, tgt = r.inputs[u], r.targets[u]
+    keep = inp != data.n_items
+    np.testing.assert_array_equal(inp[keep].numpy(), seq[:-1])
+    np.testing.assert_array_equal(tgt[keep].numpy(), seq[1:])
+
+
+def test_causal_and_padding_invariant(data):
+    r = recipe(data)
+    r.model.eval()
+    seq = r.inputs[:4].clone()
+    h = r.model(seq)
+    changed = seq.clone()
+    changed[:, -1] = 0  # a different last item must not change earlier states
+    torch.testing.assert_close(r.model(changed)[:, :-1], h[:, :-1])
+    # extra left padding changes nothing: a user's score is independent of its block
+    full = r.score_users("valid", 0, 20)
+    for a, b in ((0, 1), (7, 9), (19, 20)):
+        torch.testing.assert_close(r.score_users("valid", a, b), full[a:b], rtol=1e-4, atol=1e-5)
+
+
+def test_eval_sees_the_splits_history(data):
+    r = recipe(data)
+    seqs = r.eval_sequences("test")
+    indptr, items = data.sequences("test")
+    last = seqs[:, -1].numpy()
+    np.testing.assert_array_equal(last, data.valid)  # the test history ends with the validation item
+    np.testing.assert_array_equal(r.eval_sequences("valid")[:, -1].numpy(), items[indptr[1:] - 2])
+
+
+def test_chunked_full_ce_matches_unchunked(data, monkeypatch):
+    r = recipe(data, loss="ce", similarity="adaptive")
+    rows = r.train_rows[:16]
+    full = fixed_batch_loss(r, rows)
+    full.backward()
+    g_full = r.model.item_emb.weight.grad.clone()
+    r.optimizer.zero_grad()
+    monkeypatch.setattr(S, "CE_CHUNK_ELEMS", 3 * data.n_items)  # 3 positions per chunk
+    chunked = fixed_batch_loss(r, rows)
+    chunked.backward()
+    torch.testing.assert_close(chunked, full)
+    torch.testing.assert_close(r.model.item_emb.weight.grad, g_full)
+
+
+def test_gbce_beta_reaches_the_loss(data):
+    r = recipe(data, loss="gbce", num_negatives=4, gbce_t=0.75)
+    alpha = 4 / (data.n_items - 1)
+    assert r.loss_kwargs["beta"] == pytest.approx(alpha * (0.75 * (1 - 1 / alpha) + 1 / alpha))
+
+
+def test_checkpoint_round_trip(data):
+    r = recipe(data, similarity="adaptive")
+    state = r.state_dict()
+    r2 = recipe(data, similarity="adaptive")
+    r2.load_state_dict(state)
+    r.model.eval(), r2.model.eval()
+    torch.testing.assert_close(r.score_users("valid", 0, 5), r2.score_users("valid", 0, 5))
+
+
+def test_search_space_samples_are_all_valid():
+    spec = specmod.load("search_spaces/sasrec.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    losses, sims = set(), set()
+    for _ in range(300):
+        trial = study.ask()
+        cfg = ENTRY.make_config(sample(spec, trial))  # validate() raises on a bad combination
+        losses.add(cfg.loss), sims.add(cfg.similarity)
+    assert losses == set(S.LOSS_NAMES) and sims == set(SIMILARITIES)
+
+
+def test_benchmark_smoke_variant(tmp_path):
+    """benchmarks/sasrec_beauty.py --smoke-test: the CI variant runs in seconds and writes results."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "sasrec_beauty.py"), "--smoke-test",
+                           "--threads", "1", "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads((tmp_path / "sasrec_beauty_smoke.json").read_text())
+    assert set(out["runs"]) == {"ce", "bce_1neg"}
+    for r in out["runs"].values():
+        assert r["epochs_run"] == 2 and 0.0 <= r["test_ndcg_10"] <= r["test_hr_10"] <= 1.0
+    assert (tmp_path / "sasrec_beauty_smoke.md").exists()

@@ -1,0 +1,305 @@
+"""SASRec (Kang & McAuley, 2018): causal self-attention over a user's item sequence.
+
+The model returns hidden states [B, L, d], one per position; losses live outside it (as in
+SASRec.pytorch): the state at position t scores candidates for item t+1 through a similarity head
+(trainables/similarity.py) against the shared item embedding table.
+
+Knobs (Config; every default below is the only default):
+- architecture: maxlen, hidden_units, num_blocks, num_heads, dropout, norm_first
+  (pre-LN: x + f(LN(x)) with a final LayerNorm; post-LN: LN(x + f(x)), the original Transformer);
+- loss (tuner.losses.RANKING_LOSSES):
+    bce / bpr / sampled_softmax: `num_negatives` sampled negatives per position;
+    gbce: gSASRec's generalised BCE with calibration `gbce_t` (beta from gbce_beta);
+    ce: full softmax over the catalogue, logits only at non-padded positions, in checkpointed
+        chunks when [positions x N] is large;
+    infonce: softmax over the batch's distinct target items (in-batch negatives), optional
+        logQ correction (`logq_correction`) with log training frequency;
+- negatives (sampled losses): sampler uniform | popularity | mixed, pop_power, popular_ratio,
+  exclude_seen (trainables/negatives.py);
+- similarity: dot | cosine | scaled_dot | bilinear | adaptive (+ fusion_* initial values).
+
+Cross-field rules (validate(), run on every config before training; TunerError):
+- hidden_units must be divisible by num_heads;
+- knobs of a feature that is off must stay at their defaults, so a sweep never logs a value that
+  did nothing: num_negatives / sampler / pop_power / popular_ratio / exclude_seen only with a
+  loss that samples negatives (not ce, infonce); pop_power only with sampler popularity|mixed;
+  popular_ratio only with mixed; gbce_t only with gbce; logq_correction only with infonce (the
+  only loss whose candidates are drawn by frequency); fusion_* only with similarity adaptive;
+- gbce with similarity cosine is rejected: gBCE exists to calibrate unbounded logits, so that
+  sigmoid(s+)^beta tracks the softmax probability of the positive (~1/N); cosine scores are
+  bounded to [-1, 1], sigmoid(s) is stuck in [0.27, 0.73], and the calibration it pays beta for
+  cannot happen (it reduces to down-weighting positives). Other losses with cosine are kept:
+  they still rank, if with the bounded-logit handicap of seed 000.
+
+Training: one left-padded window per user, the last maxlen+1 training items, prepared once as
+tensors; an epoch visits every user once in random order (batches by tensor indexing). Leading
+columns that are padding in every row of a batch are dropped (positions stay right-aligned), and
+with `bucket_by_length` the random order is sorted by length inside windows of 32 batches and
+the batches shuffled again, so a batch rarely pays for one long sequence: on Beauty (median 6
+items, maxlen 50) most of a random batch would be padding. Evaluation groups a block's users by
+length the same way (sub-batches of 256) and returns rows in user order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from tuner.config import bounded, choice
+from tuner.data import Dataset
+from tuner.errors import TunerError
+from tuner.losses import RANKING_LOSSES, gbce_beta, get_ranking_loss
+from trainables.loop import Recipe
+from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
+from trainables.similarity import SIMILARITIES, make_similarity
+
+LOSS_NAMES = ("bce", "bpr", "ce", "sampled_softmax", "infonce", "gbce")
+CE_CHUNK_ELEMS = 1 << 25  # full CE: logits above this many entries are computed in checkpointed chunks
+
+
+@dataclass(frozen=True)
+class Config:
+    loss: str = choice("bce", LOSS_NAMES, "bce | bpr | ce | sampled_softmax | infonce | gbce")
+    num_negatives: int = bounded(1, low=1, doc="negatives per position (bce, bpr, sampled_softmax, gbce)")
+    sampler: str = choice("uniform", SAMPLERS, "negative sampler (sampled losses)")
+    pop_power: float = bounded(1.0, low=0.0, doc="popularity sampler: q ~ train_count ** pop_power")
+    popular_ratio: float = bounded(0.3, low=0.0, high=1.0, doc="mixed sampler: share of popularity draws (seed 003: 0.3)")
+    exclude_seen: bool = True  # never draw a user's training items as negatives (SASRec.pytorch)
+    gbce_t: float = bounded(0.75, low=0.0, high=1.0, doc="gBCE calibration t (gSASRec: 0.75)")
+    logq_correction: bool = False  # infonce: subtract log training frequency of candidates
+    similarity: str = choice("dot", SIMILARITIES, "dot | cosine | scaled_dot | bilinear | adaptive")
+    fusion_alpha: float = 0.5  # adaptive: initial dot weight (seed 003)
+    fusion_beta: float = 0.3  # adaptive: initial cosine weight (seed 003)
+    fusion_gamma: float = 0.2  # adaptive: initial scaled-dot weight (seed 003)
+    fusion_temperature: float = bounded(1.0, low=1e-6, doc="adaptive: initial temperature multiplier (seed 003)")
+    maxlen: int = bounded(50, low=1)
+    hidden_units: int = bounded(64, low=1)
+    num_blocks: int = bounded(2, low=1)
+    num_heads: int = bounded(2, low=1)
+    dropout: float = bounded(0.2, low=0.0, high=0.95)
+    norm_first: bool = True  # pre-LN (SASRec.pytorch) vs post-LN
+    bucket_by_length: bool = True  # batch users of similar length (within 32-batch windows) so padding is trimmed
+    lr: float = bounded(1.0e-3, low=0.0)
+    weight_decay: float = bounded(0.0, low=0.0)
+    batch_size: int = bounded(256, low=1)
+    epochs: int = bounded(50, low=1)
+    seed: int = 0
+
+
+_FUSION_KNOBS = ("fusion_alpha", "fusion_beta", "fusion_gamma", "fusion_temperature")
+_SAMPLED = ", ".join(n for n in LOSS_NAMES if RANKING_LOSSES[n].kind == "sampled")
+
+
+def validate(cfg: Config) -> None:
+    default = Config()
+    loss = get_ranking_loss(cfg.loss)
+    if cfg.hidden_units % cfg.num_heads:
+        raise TunerError(f"num_heads: {cfg.num_heads} does not divide hidden_units {cfg.hidden_units}")
+    check_negative_knobs(cfg, default, loss.kind == "sampled", "num_negatives", f"with loss {cfg.loss} (only {_SAMPLED} draw negatives)")
+    if cfg.loss != "gbce":
+        check_unused(cfg, default, ("gbce_t",), f"with loss {cfg.loss} (only gbce)")
+    if cfg.loss != "infonce":
+        check_unused(cfg, default, ("logq_correction",), f"with loss {cfg.loss} (only infonce samples candidates by frequency)")
+    if cfg.similarity != "adaptive":
+        check_unused(cfg, default, _FUSION_KNOBS, f"with similarity {cfg.similarity} (only adaptive)")
+    if cfg.loss == "gbce" and cfg.similarity == "cosine":
+        raise TunerError(
+            "similarity cosine with loss gbce: gBCE calibrates unbounded logits (sigmoid(s)^beta ~ P(item)); "
+            "cosine scores are bounded to [-1, 1], so there is nothing to calibrate. Use dot, scaled_dot, bilinear "
+            "or adaptive, or another loss"
+        )
+
+
+def left_padded(indptr: np.ndarray, items: np.ndarray, length: int, pad: int) -> np.ndarray:
+    """CSR sequences -> int64 [U, length]: each row's last `length` items, right-aligned, `pad` before."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    n = np.diff(indptr)
+    take = np.minimum(n, length)
+    out = np.full((len(n), length), pad, dtype=np.int64)
+    rows = np.repeat(np.arange(len(n)), take)
+    offset = np.arange(int(take.sum())) - np.repeat(np.cumsum(take) - take, take)  # 0..take-1 per row
+    out[rows, length - np.repeat(take, take) + offset] = items[np.repeat(indptr[1:] - take, take) + offset]
+    return out
+
+
+class Block(nn.Module):
+    """Causal multi-head self-attention + position-wise feed-forward, pre- or post-LN."""
+
+    def __init__(self, d: int, heads: int, dropout: float, norm_first: bool):
+        super().__init__()
+        self.heads, self.p, self.norm_first = heads, dropout, norm_first
+        self.ln1, self.ln2 = nn.LayerNorm(d, eps=1e-8), nn.LayerNorm(d, eps=1e-8)
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, l, d = x.shape
+        q, k, v = self.qkv(x).view(b, l, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
+        return self.out(o.transpose(1, 2).reshape(b, l, d))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.drop(self.attention(self.ln1(x), mask))
+            return x + self.drop(self.ff(self.ln2(x)))
+        x = self.ln1(x + self.drop(self.attention(x, mask)))
+        return self.ln2(x + self.drop(self.ff(x)))
+
+
+class SASRec(nn.Module):
+    """Item ids [B, L] (left-padded with n_items) -> hidden states [B, L, d]."""
+
+    def __init__(self, n_items: int, cfg: Config):
+        super().__init__()
+        d = cfg.hidden_units
+        self.pad, self.maxlen, self.scale = n_items, cfg.maxlen, math.sqrt(d)
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
+        self.pos_emb = nn.Embedding(cfg.maxlen, d)
+        self.emb_drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.dropout, cfg.norm_first) for _ in range(cfg.num_blocks))
+        self.final_ln = nn.LayerNorm(d, eps=1e-8) if cfg.norm_first else nn.Identity()
+        nn.init.xavier_normal_(self.item_emb.weight)
+        nn.init.xavier_normal_(self.pos_emb.weight)
+        with torch.no_grad():
+            self.item_emb.weight[n_items].zero_()
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        b, l = seq.shape
+        keep = (seq != self.pad)[..., None]  # [B, L, 1]
+        pos = torch.arange(self.maxlen - l, self.maxlen, device=seq.device)  # right-aligned positions
+        x = self.emb_drop(self.item_emb(seq) * self.scale + self.pos_emb(pos)) * keep
+        # attend to earlier non-padded positions; every position may attend to itself (no empty rows)
+        causal = torch.ones(l, l, dtype=torch.bool, device=seq.device).tril()
+        mask = (causal & (keep[:, None, :, 0] | torch.eye(l, dtype=torch.bool, device=seq.device)))[:, None]
+        for block in self.blocks:
+            x = block(x, mask) * keep
+        return self.final_ln(x)
+
+
+def _trim(seq: torch.Tensor, pad: int) -> torch.Tensor:
+    """Drop leading columns that are padding in every row (positions stay right-aligned)."""
+    nonpad = (seq != pad).any(0)
+    first = int(nonpad.float().argmax()) if bool(nonpad.any()) else seq.shape[1] - 1
+    return seq[:, first:]
+
+
+class SASRecRecipe(Recipe):
+    def __init__(self, cfg: Config, data: Dataset, device: torch.device):
+        super().__init__(cfg, data, device)
+        n = data.n_items
+        self.loss = get_ranking_loss(cfg.loss)
+        self.model = SASRec(n, cfg).to(device)
+        self.sim = make_similarity(cfg.similarity, cfg.hidden_units, alpha=cfg.fusion_alpha, beta=cfg.fusion_beta,
+                                   gamma=cfg.fusion_gamma, temperature=cfg.fusion_temperature).to(device)
+        self.model.sim = self.sim  # registered submodule: its parameters train and checkpoint with the model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # one window per user: the last maxlen + 1 training items -> inputs [:, :-1], targets [:, 1:]
+        window = torch.as_tensor(left_padded(data.train_indptr, data.train_items, cfg.maxlen + 1, n), device=device)
+        self.inputs, self.targets = window[:, :-1].contiguous(), window[:, 1:].contiguous()
+        self.lengths = (self.inputs != n).sum(1)  # [U] training positions per user
+        self.train_rows = torch.nonzero(self.lengths > 0).squeeze(1)  # users with >= 2 training items
+        self.sampler = None
+        if self.loss.kind == "sampled":
+            self.sampler = NegativeSampler(cfg.sampler, data.train_counts(), pop_power=cfg.pop_power,
+                                           popular_ratio=cfg.popular_ratio, device=device,
+                                           seen=(data.train_indptr, data.train_items) if cfg.exclude_seen else None)
+        self.loss_kwargs = {}
+        if cfg.loss == "gbce":
+            self.loss_kwargs["beta"] = gbce_beta(cfg.num_negatives, n, cfg.gbce_t)
+        counts = torch.as_tensor(data.train_counts(), dtype=torch.float64, device=device)
+        self.log_freq = torch.log(counts.clamp(min=1) / counts.sum()).float()  # logQ of in-batch sampling
+        self._eval_seqs: dict[str, torch.Tensor] = {}
+
+    # --- training ---------------------------------------------------------------------------
+
+    def batch_loss(self, inputs: torch.Tensor, targets: torch.Tensor, users: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Loss of one batch of windows: inputs/targets [B, L], users [B]."""
+        n, cfg = self.data.n_items, self.cfg
+        inputs = _trim(inputs, n)
+        targets = targets[:, targets.shape[1] - inputs.shape[1]:]
+        mask = inputs != n  # [B, L]
+        h = self.model(inputs)[mask]  # [P, d]: states at non-padded positions only
+        t = targets[mask]  # [P]
+        emb = self.model.item_emb
+        if self.loss.kind == "sampled":
+            rows = users[:, None].expand_as(mask)[mask] if self.sampler.seen_keys is not None else None
+            neg = self.sampler.sample(t.shape[0], cfg.num_negatives, gen, users=rows)  # [P, K]
+            pos = self.sim.pair(h, emb(t))  # [P]
+            negs = self.sim.pair(h[:, None, :], emb(neg))  # [P, K]
+            return self.loss.fn(pos, negs, **self.loss_kwargs)
+        if self.loss.kind == "inbatch":
+            pool, inv = torch.unique(t, return_inverse=True)  # [M], [P]
+            logits = self.sim.matrix(h, emb(pool))  # [P, M]
+            return self.loss.fn(logits, inv, self.log_freq[pool] if cfg.logq_correction else None)
+        return self.full_ce(h, t)
+
+    def full_ce(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Softmax CE over all N items at P positions; chunked + recomputed in backward when large."""
+        table = self.model.item_emb.weight[: self.data.n_items]
+        p = h.shape[0]
+        chunk = max(1, CE_CHUNK_ELEMS // self.data.n_items)
+        if p <= chunk:
+            return self.loss.fn(self.sim.matrix(h, table), t)
+
+        def part(hs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+            return self.loss.fn(self.sim.matrix(hs, table), ts) * hs.shape[0]
+
+        total = sum(checkpoint(part, h[s : s + chunk], t[s : s + chunk], use_reentrant=False) for s in range(0, p, chunk))
+        return total / p
+
+    def batches(self, gen: torch.Generator) -> list[torch.Tensor]:
+        """One epoch of user batches: random order, optionally length-bucketed (see module doc)."""
+        bs = self.cfg.batch_size
+        rows = self.train_rows[torch.randperm(self.train_rows.shape[0], generator=gen, device=self.device)]
+        if not self.cfg.bucket_by_length:
+            return list(rows.split(bs))
+        window = 32 * bs
+        out = []
+        for w in rows.split(window):
+            w = w[torch.argsort(self.lengths[w], stable=True)]
+            out.extend(w.split(bs))
+        order = torch.randperm(len(out), generator=gen, device=self.device).tolist()
+        return [out[i] for i in order]
+
+    def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, float]:
+        total = torch.zeros((), device=self.device)
+        steps = 0
+        for step, u in enumerate(self.batches(gen)):
+            loss = self.batch_loss(self.inputs[u], self.targets[u], u, gen)
+            self.check_finite(loss, epoch, step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach()
+            steps += 1
+        return {"train_loss": (total / max(steps, 1)).item()}
+
+    # --- evaluation --------------------------------------------------------------------------
+
+    def eval_sequences(self, split: str) -> torch.Tensor:
+        """[U, maxlen] left-padded histories the model sees before `split`'s target (cached)."""
+        if split not in self._eval_seqs:
+            indptr, items = self.data.sequences(split)
+            self._eval_seqs[split] = torch.as_tensor(
+                left_padded(indptr, items, self.cfg.maxlen, self.data.n_items), device=self.device)
+        return self._eval_seqs[split]
+
+    @torch.no_grad()
+    def score_users(self, split: str, start: int, stop: int) -> torch.Tensor:
+        n = self.data.n_items
+        seq = self.eval_sequences(split)[start:stop]  # [B, maxlen]
+        order = torch.argsort((seq != n).sum(1), stable=True)  # group similar lengths: less padding
+        h = torch.empty(seq.shape[0], self.cfg.hidden_units, device=self.device)
+        for idx in order.split(256):
+            h[idx] = self.model(_trim(seq[idx], n))[:, -1, :]  # the state after the whole history
+        return self.sim.matrix(h, self.model.item_emb.weight[:n])  # [B, N]
+
+    def extra_metrics(self) -> dict[str, float]:
+        return self.sim.metrics()

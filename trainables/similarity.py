@@ -1,0 +1,125 @@
+"""Similarity heads: how a sequence representation x scores an item representation y.
+
+Registry SIMILARITIES (seed 003's "距离计算" options):
+- dot:        <x, y>                                   (SASRec's original score)
+- cosine:     <x/|x|, y/|y|>, bounded to [-1, 1]       (see the gBCE rule in trainables/sasrec.py)
+- scaled_dot: <x, y> / sqrt(d)
+- bilinear:   x^T W y, W [d, d] learned, initialised to the identity (starts as dot)
+- adaptive:   (alpha * dot + beta * cosine + gamma * scaled_dot) * temperature, all four learned,
+              initialised at seed 003's 0.5 / 0.3 / 0.2 and 1.0 (knobs of the model config);
+              their current values are reported every epoch (metrics()).
+
+Every head has two forms: pair(x, y) scores broadcastable [..., d] tensors elementwise
+(positives [P, d] vs [P, d], or [P, 1, d] vs negatives [P, K, d]); matrix(x, Y) scores
+[P, d] against [M, d] in one matmul (full catalogue, in-batch pools).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tuner.errors import TunerError
+
+SIMILARITIES = ("dot", "cosine", "scaled_dot", "bilinear", "adaptive")
+EPS = 1e-8
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1, eps=EPS)
+
+
+class Similarity(nn.Module):
+    def pair(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def matrix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
+class Dot(Similarity):
+    def pair(self, x, y):
+        return (x * y).sum(-1)
+
+    def matrix(self, x, y):
+        return x @ y.T
+
+
+class Cosine(Similarity):
+    def pair(self, x, y):
+        return (_unit(x) * _unit(y)).sum(-1)
+
+    def matrix(self, x, y):
+        return _unit(x) @ _unit(y).T
+
+
+class ScaledDot(Similarity):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(dim)
+
+    def pair(self, x, y):
+        return (x * y).sum(-1) * self.scale
+
+    def matrix(self, x, y):
+        return (x @ y.T) * self.scale
+
+
+class Bilinear(Similarity):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(dim))
+
+    def pair(self, x, y):
+        return ((x @ self.weight) * y).sum(-1)
+
+    def matrix(self, x, y):
+        return (x @ self.weight) @ y.T
+
+
+class Adaptive(Similarity):
+    def __init__(self, dim: int, alpha: float = 0.5, beta: float = 0.3, gamma: float = 0.2, temperature: float = 1.0):
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(dim)
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+        self.beta = nn.Parameter(torch.tensor(float(beta)))
+        self.gamma = nn.Parameter(torch.tensor(float(gamma)))
+        self.temperature = nn.Parameter(torch.tensor(float(temperature)))
+
+    def pair(self, x, y):
+        dot = (x * y).sum(-1)
+        cos = (_unit(x) * _unit(y)).sum(-1)
+        return ((self.alpha + self.gamma * self.scale) * dot + self.beta * cos) * self.temperature
+
+    def matrix(self, x, y):
+        # alpha * dot + gamma * dot / sqrt(d) share one matmul
+        return ((self.alpha + self.gamma * self.scale) * (x @ y.T) + self.beta * (_unit(x) @ _unit(y).T)) * self.temperature
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "sim_alpha": self.alpha.item(),
+            "sim_beta": self.beta.item(),
+            "sim_gamma": self.gamma.item(),
+            "sim_temperature": self.temperature.item(),
+        }
+
+
+def make_similarity(name: str, dim: int, **adaptive_init: float) -> Similarity:
+    """A head by registry name; adaptive_init: alpha, beta, gamma, temperature (adaptive only)."""
+    if name == "dot":
+        return Dot()
+    if name == "cosine":
+        return Cosine()
+    if name == "scaled_dot":
+        return ScaledDot(dim)
+    if name == "bilinear":
+        return Bilinear(dim)
+    if name == "adaptive":
+        return Adaptive(dim, **adaptive_init)
+    raise TunerError(f"unknown similarity {name!r}; valid: {', '.join(SIMILARITIES)}")
