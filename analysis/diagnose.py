@@ -6,6 +6,8 @@ A history is the list of result dicts a trial reported, oldest first, each with 
 - `logit_bound`: the largest |logit| the loss can see (s for s * cosine under BCE; report 2s
   for BPR, whose logit is a difference of two scores). BCE with logits in [-s, s] cannot go
   below log(1 + e^-s) = 0.3133 for s = 1: seed 000's "stuck at 0.3133".
+- `loss_floor`: the lowest train_loss the model's logit range allows, when the model knows its
+  loss's shape better than log(1 + e^-s) (trainables/two_tower.py reports it); preferred.
 - `logit_scale`: only quoted in reasons (seed 001's overconfident scale 10).
 - `grad_ratio`, or `grad_ratio_<aux>` for several auxiliary losses: ||grad of the main
   (recommendation) loss|| / ||grad of that auxiliary loss||, on the shared parameters. Seed
@@ -122,7 +124,11 @@ def _collapsed(loss: list[float], vals: list[float], metric: str, mode: str, las
 
 
 def _floor(row: Mapping[str, Any]) -> float | None:
-    """log(1 + e^-s): the lowest BCE that logits in [-s, s] allow (0.3133 for s = 1)."""
+    """The lowest train_loss the logit range allows: a reported `loss_floor` (the model knows its
+    loss's shape), else log(1 + e^-s) for BCE with logits in [-s, s] (0.3133 for s = 1)."""
+    f = _num(row.get("loss_floor"))
+    if f is not None:
+        return f
     s = _num(row.get("logit_bound"))
     return math.log1p(math.exp(-s)) if s is not None and s > 0 else None
 
@@ -136,10 +142,10 @@ def _stuck(history: Sequence[Mapping[str, Any]], loss: list[float], cfg: Diagnos
     floors = [_floor(r) for r in rows]
     if all(f is not None and (x := _num(r.get(LOSS))) is not None and x <= f * (1 + cfg.floor_tol)
            for f, r in zip(floors, rows)):
-        bound = _num(rows[-1]["logit_bound"])
-        return (f"train_loss {loss[-1]:.4f} has sat for {n} epochs at log(1+e^-{bound:.3g}) = {floors[-1]:.4f}, "
-                f"the lowest BCE that logits bounded by {bound:.3g} allow: scale the logits "
-                f"(learnable logit scale, seed 000)")
+        bound = _num(rows[-1].get("logit_bound"))
+        what = f"logits bounded by {bound:.3g}" if bound is not None else "this logit range"
+        return (f"train_loss {loss[-1]:.4f} has sat for {n} epochs at its floor {floors[-1]:.4f}, "
+                f"the lowest loss {what} allow: scale the logits (learnable logit scale, seed 000)")
     if all(_close(x, window[0], cfg.stuck_tol) for x in window):
         return (f"train_loss {loss[-1]:.6g} unchanged for {n} epochs: nothing is learning "
                 f"(bounded logits, zero learning rate, detached graph)")

@@ -235,3 +235,28 @@ def test_cli_run_options(ray_session, tmp_path, capsys):
     assert meta["overrides"]["search.seed"] == 7 and meta["overrides"]["fixed.dim"] == 8
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     assert client.get_experiment_by_name("custom") is not None
+
+
+def test_pathology_stopper_ends_seed_000_stuck_trial(ray_session, tmp_path):
+    """Seed 000 reproduced: BCE on positives only with the logit scale fixed at 1 sits at 0.3133."""
+    from tuner import sweep
+
+    body = {"name": "stuck", "model": "two_tower",
+            "data": {"synthetic": {"n_users": 300, "n_items": 120, "mean_length": 10, "seed": 1}},
+            "fixed": {"epochs": 6, "logit_scale": 1.0, "learn_logit_scale": False, "lr": 0.01, "batch_size": 256},
+            "space": {"loss": {"type": "categorical", "choices": ["bce_positives", "bce"]}},
+            "search": {"samples": 4, "concurrency": 2, "seed": 0},
+            "scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 2},
+            "diagnose": {"stuck_epochs": 2}}
+    res = sweep.run(specmod.load(write_spec(tmp_path, body)), output=str(tmp_path / "out"), verbose=0)
+    t = res.table
+    assert set(t["loss"]) == {"bce_positives", "bce"}, "the sampler never tried both losses: change the seed"
+    stuck = t[t["loss"] == "bce_positives"]
+    assert (stuck["status"] == "pathology").all() and stuck["stop_reason"].str.startswith("stuck:").all()
+    assert (stuck["epochs_run"] < 6).all()
+    healthy = t[t["loss"] == "bce"]
+    assert set(healthy["status"]) <= {"completed", "stopped_early"}  # their ASHA fate, no pathology
+    client = MlflowClient(res.tracking_uri)
+    for r in children_of(client, res.experiment_id, res.parent_run_id):
+        if r.data.params["loss"] == "bce_positives":
+            assert r.data.tags["status"] == "pathology" and "0.3133" in r.data.tags["stop_reason"]

@@ -72,7 +72,10 @@ def test_each_loss_trains_and_scores(data, knobs):
     scores = r.score_users("valid", 5, 17)
     assert scores.shape == (12, data.n_items)
     assert scores.abs().max() <= r.model.scale() + 1e-4  # cosine x scale
-    assert set(r.extra_metrics()) == {"logit_scale"}
+    extra = r.extra_metrics()
+    assert {"logit_scale", "logit_bound"} <= set(extra) and extra["logit_bound"] == extra["logit_scale"]
+    # a loss with a known shape reports its floor for the pathology checks (infonce has none)
+    assert ("loss_floor" in extra) == (knobs["loss"] != "infonce")
 
 
 def test_fit_reports_scale_and_positive_bce(data):
@@ -163,4 +166,12 @@ def test_search_space_samples_are_all_valid():
     for _ in range(200):
         cfg = ENTRY.make_config(sample(spec, study.ask()))
         seen.add((cfg.loss, cfg.learn_logit_scale))
-    assert {loss for loss, _ in seen} == set(T.LOSS_NAMES)
+    assert {loss for loss, _ in seen} == set(T.LOSS_NAMES) - {"bce_positives"}  # a reproduction, not a candidate
+
+
+def test_loss_floor_matches_seed_000():
+    from trainables.two_tower import loss_floor
+
+    assert loss_floor("bce_positives", 1.0, 5) == pytest.approx(0.3133, abs=1e-4)
+    assert loss_floor("bce", 1.0, 5) == pytest.approx(2 * 0.3133, abs=2e-4)
+    assert loss_floor("infonce", 1.0, 5) is None

@@ -45,13 +45,14 @@ from trainables.loop import Recipe
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.sasrec import left_padded
 
-LOSS_NAMES = ("bce", "bpr", "sampled_softmax", "infonce")
+LOSS_NAMES = ("bce", "bpr", "sampled_softmax", "infonce", "bce_positives")
 LOG_SCALE_MIN, LOG_SCALE_MAX = math.log(0.01), math.log(100.0)
 
 
 @dataclass(frozen=True)
 class Config:
-    loss: str = choice("bce", LOSS_NAMES, "bce | bpr | sampled_softmax (neg_ratio negatives) | infonce (in-batch)")
+    loss: str = choice("bce", LOSS_NAMES, "bce | bpr | sampled_softmax (neg_ratio negatives) | infonce (in-batch) "
+                                          "| bce_positives (seed 000's bug: no negatives; reproduces the 0.3133 floor)")
     neg_ratio: int = bounded(5, low=1, doc="sampled negatives per positive (seed 001: 1 -> 5; range 1-10)")
     sampler: str = choice("uniform", SAMPLERS, "negative sampler (sampled losses)")
     pop_power: float = bounded(1.0, low=0.0, doc="popularity sampler: q ~ train_count ** pop_power")
@@ -242,4 +243,20 @@ class TwoTowerRecipe(Recipe):
         return m.scale() * q @ m.items(torch.arange(self.data.n_items, device=self.device)).T  # [B, N]
 
     def extra_metrics(self) -> dict[str, float]:
-        return {"logit_scale": self.model.scale().item()}
+        s = self.model.scale().item()
+        out = {"logit_scale": s, "logit_bound": s}  # |logit| = s * |cos| <= s
+        floor = loss_floor(self.cfg.loss, s, self.cfg.neg_ratio)
+        if floor is not None:
+            out["loss_floor"] = floor  # the lowest train_loss logits in [-s, s] allow (analysis/diagnose.py)
+        return out
+
+
+def loss_floor(loss: str, s: float, k: int) -> float | None:
+    """Infimum of the loss when every logit lies in [-s, s] (positives at +s, negatives at -s)."""
+    sp = lambda x: math.log1p(math.exp(x))  # softplus
+    return {
+        "bce_positives": sp(-s),  # 0.3133 for s = 1: seed 000
+        "bce": 2 * sp(-s),  # positives' mean + negatives' mean
+        "bpr": sp(-2 * s),
+        "sampled_softmax": math.log1p(k * math.exp(-2 * s)),
+    }.get(loss)
