@@ -19,8 +19,8 @@ from tuner import sweep
 out = tempfile.mkdtemp()
 body = {
     "name": "nodeloss", "model": "bpr_mf",
-    "data": {"synthetic": {"n_users": 600, "n_items": 200, "mean_length": 12, "seed": 2}},
-    "fixed": {"epochs": 8, "loss": "bpr", "batch_size": 128},
+    "data": {"synthetic": {"n_users": 1500, "n_items": 300, "mean_length": 12, "seed": 2}},
+    "fixed": {"epochs": 30, "loss": "bpr", "batch_size": 128},
     "space": {"lr": {"type": "float", "low": 1.0e-3, "high": 3.0e-2, "log": True}},
     "search": {"samples": 2, "concurrency": 2, "seed": 0},
     "scheduler": {"type": "fifo"},
