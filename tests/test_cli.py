@@ -139,3 +139,13 @@ def test_validate_prints_a_summary(tmp_path, capsys):
     assert main(["validate", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "ok" in out and "loss, n_negatives, lr" in out
+
+
+def test_show_lists_every_knob_with_its_source(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(GOOD, sort_keys=False))
+    assert main(["show", str(spec)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[6:] if line.strip()}
+    assert rows["lr"] == "searched" and rows["epochs"] == "fixed" and rows["dim"] == "default"
+    assert "when loss in ['bpr']" in out and "float [0.001, 0.1] log" in out

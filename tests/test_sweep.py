@@ -260,3 +260,18 @@ def test_pathology_stopper_ends_seed_000_stuck_trial(ray_session, tmp_path):
     for r in children_of(client, res.experiment_id, res.parent_run_id):
         if r.data.params["loss"] == "bce_positives":
             assert r.data.tags["status"] == "pathology" and "0.3133" in r.data.tags["stop_reason"]
+
+
+def test_warm_start_continues_the_optuna_study(ray_session, tmp_path):
+    """Two sweeps with the same search.study_name share one study in optuna.db."""
+    from tuner.cli import main
+
+    body = {**SPEC, "fixed": {"epochs": 2}, "search": {"samples": 2, "concurrency": 2, "seed": 0,
+                                                       "study_name": "shared"},
+            "scheduler": {"type": "fifo"}}
+    path = write_spec(tmp_path, body)
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert main(["run", path, "--output", str(out), "--verbose"]) == 0
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(study.trials) == 4
