@@ -181,6 +181,10 @@ def _mismatch(loss: list[float], vals: list[float], metric: str, mode: str, cfg:
     # "never beat its first epoch": a metric that rose and then plateaued is ASHA's business.
     if _gain(vals[0], _best(vals, mode), mode) > cfg.mismatch_gain:
         return None
+    # A metric bounded by 1 that starts high (macro-F1 0.91) cannot gain 10%: count its gain
+    # against the headroom left (0.91 -> 0.94 closes a third of the gap to 1) instead.
+    if mode == "max" and 0 <= vals[0] < 1 and (_best(vals, mode) - vals[0]) / (1 - vals[0]) > cfg.mismatch_gain:
+        return None
     return (f"train_loss fell {n} epochs in a row ({recent[0]:.4g} -> {recent[-1]:.4g}) while {metric} never "
             f"improved more than {cfg.mismatch_gain:.0%} on epoch 1 ({vals[0]:.4g} -> best {_best(vals, mode):.4g}): "
             f"the loss does not optimise the ranking (seed 002: full cross-entropy vs BPR)")

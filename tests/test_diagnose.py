@@ -230,3 +230,13 @@ def test_first_diagnosis_reads_a_dataframe_with_gaps_and_numpy_types():
     d = first_diagnosis(df, M)
     assert d is not None and d.name == "mismatch" and d.epoch == 7
     assert diagnose([{"epoch": np.int64(1), "train_loss": np.float32(np.nan), M: 0.1}], M).name == "diverged"
+
+
+def test_mismatch_spares_a_high_starting_bounded_metric():
+    """Macro-F1 0.912 -> 0.942 while the loss falls: healthy, although +3% < mismatch_gain."""
+    from analysis.diagnose import DiagnoseConfig, first_diagnosis
+
+    f1 = [0.9121, 0.9200, 0.9260, 0.9310, 0.9350, 0.9390, 0.9415]
+    loss = [0.96, 0.60, 0.40, 0.25, 0.17, 0.13, 0.1088]
+    hist = [{"epoch": e + 1, "train_loss": l, "val_macro_f1": v} for e, (l, v) in enumerate(zip(loss, f1))]
+    assert first_diagnosis(hist, "val_macro_f1", "max", DiagnoseConfig()) is None
