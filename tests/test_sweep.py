@@ -159,8 +159,9 @@ def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
     import signal
     import time
 
-    body = {**SPEC, "name": "intr", "fixed": {"epochs": 6, "loss": "bpr"},
-            "data": {"synthetic": {"n_users": 400, "n_items": 150, "mean_length": 12, "seed": 1}},
+    # trials long enough (~5 s each) that the interrupt lands while one runs and others wait
+    body = {**SPEC, "name": "intr", "fixed": {"epochs": 15, "loss": "bpr", "batch_size": 64},
+            "data": {"synthetic": {"n_users": 1500, "n_items": 300, "mean_length": 12, "seed": 1}},
             "search": {"samples": 4, "concurrency": 1, "seed": 0}, "scheduler": {"type": "fifo"}}
     body["space"] = {"lr": body["space"]["lr"]}
     path = write_spec(tmp_path, body)
@@ -202,10 +203,10 @@ def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
     assert len(kids) == 4 and all(r.info.status == "FINISHED" for r in kids)  # each trial once
     for run_id in done_before:  # completed trials did not run again: one value per epoch
         steps = [m.step for m in client.get_metric_history(run_id, "val_ndcg_10")]
-        assert steps == list(range(1, 7))
+        assert steps == list(range(1, 16))
     for r in kids:
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_ndcg_10")]
-        assert sorted(set(steps)) == list(range(1, 7))
+        assert sorted(set(steps)) == list(range(1, 16))
     meta = json.load(open(os.path.join(sweep_dir, "sweep.json")))
     study = optuna.load_study(study_name=meta["study_name"], storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
