@@ -77,11 +77,7 @@ class BPRMFRecipe(Recipe):
                 touched = [model.user(u), model.item(i), model.item(neg)]
             if cfg.weight_decay > 0:
                 loss = loss + cfg.weight_decay * sum(t.pow(2).sum() for t in touched) / u.shape[0]
-            self.check_finite(loss, epoch, step)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach()
+            total += self.optimize(loss, epoch, step)
             steps += 1
         return {"train_loss": (total / max(steps, 1)).item()}
 

@@ -57,6 +57,14 @@ class Recipe:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
 
+    def optimize(self, loss: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        """One optimizer step on `loss` (after the non-finite check); returns it detached."""
+        self.check_finite(loss, epoch, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
     @staticmethod
     def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
         if not torch.isfinite(loss):

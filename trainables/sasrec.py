@@ -273,11 +273,7 @@ class SASRecRecipe(Recipe):
         steps = 0
         for step, u in enumerate(self.batches(gen)):
             loss = self.batch_loss(self.inputs[u], self.targets[u], u, gen)
-            self.check_finite(loss, epoch, step)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach()
+            total += self.optimize(loss, epoch, step)
             steps += 1
         return {"train_loss": (total / max(steps, 1)).item()}
 

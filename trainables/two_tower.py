@@ -217,11 +217,7 @@ class TwoTowerRecipe(Recipe):
         steps = 0
         for step, start in enumerate(range(0, order.shape[0], self.cfg.batch_size)):
             loss, pos = self.batch_scores(order[start : start + self.cfg.batch_size], gen)
-            self.check_finite(loss, epoch, step)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach()
+            total += self.optimize(loss, epoch, step)
             pos_bce += F.softplus(-pos.detach()).mean()
             steps += 1
         return {"train_loss": (total / max(steps, 1)).item(), "train_pos_bce": (pos_bce / max(steps, 1)).item()}
