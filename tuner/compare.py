@@ -113,7 +113,9 @@ def from_specs(a_path: str, b_path: str | None, seeds: int, b_overrides: Mapping
         a, b = specmod.smoke(a), specmod.smoke(b)
     b_name = os.path.splitext(os.path.basename(b_path))[0] if b_path else \
         " ".join(f"{k}={v}" for k, v in (b_overrides or {}).items())
-    metrics = tuple(f"test_{m.removeprefix('val_')}" for m in (a.metric.name,)) + ("test_hr_10",)
+    metrics = (f"test_{a.metric.name.removeprefix('val_')}",)  # the spec's tuning metric, on test
+    if a.model_entry().task == "ranking":
+        metrics += ("test_hr_10",)
     return Claim(a_path, "", Variant(os.path.splitext(os.path.basename(a_path))[0], _fixed(a)),
                  Variant(b_name or "B", _fixed(b)), 2 if smoke else seeds, tuple(dict.fromkeys(metrics)))
 

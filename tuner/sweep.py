@@ -245,8 +245,9 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
         _trainable(spec, data),
         param_space=param_space,
         # reuse_actors: a trial reuses a finished trial's worker process (8x less overhead on tiny trials)
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=_scheduler(spec), num_samples=spec.search.samples, reuse_actors=True,
-                                    max_concurrent_trials=None if search_alg else spec.search.concurrency),
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=_scheduler(spec), num_samples=spec.search.samples,
+                                    max_concurrent_trials=None if search_alg else spec.search.concurrency,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name="ray", storage_path=sweep_dir, callbacks=[runs_cb], verbose=verbose,
             # ends stuck / collapsed / diverged / mismatched / dominated trials early, with a reason
