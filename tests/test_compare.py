@@ -95,3 +95,16 @@ def test_analyze_unknown_run_exits_2(tmp_path, capsys, monkeypatch):
     code = main(["analyze", "0123456789abcdef", "--tracking-uri", f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"])
     err = capsys.readouterr().err
     assert code == 2 and "0123456789abcdef" in err and len(err.strip().splitlines()) == 1
+
+
+def test_base_spec_with_b_overrides(ray_session, tmp_path, capsys):
+    """`tuner compare BASE.yaml --b key=value`: B = BASE with overrides (here the same lr: no difference)."""
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    out = tmp_path / "out"
+    assert main(["compare", str(tmp_path / "base.yaml"), "--b", "fixed.lr=0.02", "--seeds", "2",
+                 "--output", str(out), "--quiet"]) == 0
+    (d,) = [p for p in out.iterdir() if p.name.startswith("compare-")]
+    res = json.load(open(d / "compare.json"))
+    assert res["b"] == "fixed.lr=0.02" and res["seeds"] == 2
+    assert [r["metric"] for r in res["rows"]] == ["test_ndcg_10", "test_hr_10"]
+    assert all(r["diff"] == 0.0 for r in res["rows"])
