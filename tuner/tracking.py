@@ -104,6 +104,7 @@ class TrialRuns(tune.Callback):
         self.epochs_of = epochs_of  # config -> planned epochs
         self.rungs = tuple(rungs)  # ASHA milestones (epochs), ascending
         self.runs: dict[str, str] = {}  # trial_id -> run_id
+        self.last_step: dict[str, int] = {}  # trial_id -> last epoch logged
         self.numbers: dict[str, int] = {}
         self.failed_writes = 0
 
@@ -139,6 +140,7 @@ class TrialRuns(tune.Callback):
             if tid:
                 self.runs[tid] = r.info.run_id
                 self.numbers[tid] = int(r.data.tags.get("tuner.trial_number", "0"))
+                self.last_step[tid] = int(r.data.tags.get("epochs_run", "0"))
 
     def setup(self, **info):
         self._existing_runs()
@@ -178,6 +180,10 @@ class TrialRuns(tune.Callback):
         if run_id is None:
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self.last_step.get(trial.trial_id, 0):
+            # a restarted trial replays the epochs after its last saved checkpoint: log each epoch once
+            return
+        self.last_step[trial.trial_id] = step
         now = int(time.time() * 1000)
         metrics = [
             Metric(k, float(v), now, step)
