@@ -208,6 +208,12 @@ def cmd_resume(args) -> int:
     return _finish(sweep, None, lambda: sweep.resume(args.run, address=args.address, verbose=_verbosity(args)))
 
 
+def verbosity_flags(sp: argparse.ArgumentParser) -> None:
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--quiet", action="store_true", help="only the final summary")
+    g.add_argument("--verbose", action="store_true", help="Ray's per-trial output and worker logs too")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tuner", description="Measured hyperparameter sweeps for recommenders.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -228,17 +234,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="sweep name (MLflow experiment unless tracking.experiment is set)")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUTPUT/mlflow.db)")
     r.add_argument("--address", help="join a Ray cluster: auto, HOST:PORT or ray://HOST:10001")
-    g = r.add_mutually_exclusive_group()
-    g.add_argument("--quiet", action="store_true", help="only the final summary")
-    g.add_argument("--verbose", action="store_true", help="Ray's per-trial output and worker logs too")
+    verbosity_flags(r)
     r.set_defaults(func=cmd_run)
 
     rs = sub.add_parser("resume", help="continue an interrupted sweep (same trials, study and MLflow runs)")
     rs.add_argument("run", help="the sweep folder `tuner run` printed, e.g. runs/bpr-20261124-090458")
     rs.add_argument("--address", help="join a Ray cluster: auto, HOST:PORT or ray://HOST:10001")
-    g = rs.add_mutually_exclusive_group()
-    g.add_argument("--quiet", action="store_true", help="only the final summary")
-    g.add_argument("--verbose", action="store_true", help="Ray's per-trial output and worker logs too")
+    verbosity_flags(rs)
     rs.set_defaults(func=cmd_resume)
 
     v = sub.add_parser("validate", help="check a search-space file without running it")
@@ -259,9 +261,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--output", default="runs")
     c.add_argument("--address", help="join a Ray cluster")
     c.add_argument("--smoke-test", action="store_true", help="2 seeds x 2 epochs on tiny synthetic data")
-    g = c.add_mutually_exclusive_group()
-    g.add_argument("--quiet", action="store_true")
-    g.add_argument("--verbose", action="store_true")
+    verbosity_flags(c)
     c.set_defaults(func=cmd_compare)
 
     sh = sub.add_parser("show", help="print the resolved space: every knob, its source, range and note")

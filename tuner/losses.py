@@ -52,11 +52,16 @@ LOSSES: dict[str, Loss] = {
 }
 
 
-def get_loss(name: str) -> Loss:
+def lookup(registry: dict[str, Loss], name: str) -> Loss:
+    """registry[name], or a TunerError listing the valid names."""
     try:
-        return LOSSES[name]
+        return registry[name]
     except KeyError:
-        raise TunerError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}") from None
+        raise TunerError(f"unknown loss {name!r}; valid: {', '.join(registry)}") from None
+
+
+def get_loss(name: str) -> Loss:
+    return lookup(LOSSES, name)
 
 
 # --- Ranking losses of the two-tower and SASRec trainables (trainables/two_tower.py, sasrec.py) ---
@@ -120,10 +125,7 @@ RANKING_LOSSES: dict[str, Loss] = {
 
 
 def get_ranking_loss(name: str) -> Loss:
-    try:
-        return RANKING_LOSSES[name]
-    except KeyError:
-        raise TunerError(f"unknown loss {name!r}; valid: {', '.join(RANKING_LOSSES)}") from None
+    return lookup(RANKING_LOSSES, name)
 
 
 # ---------------------------------------------------------------------------------------------
