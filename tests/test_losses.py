@@ -16,6 +16,7 @@ from tuner.losses import (
     gbce_beta,
     get_ranking_loss,
     infonce,
+    linear_ce,
     sampled_softmax,
 )
 
@@ -50,6 +51,32 @@ def test_full_ce_by_hand():
     lse0 = math.log(1 + math.e + math.e**2)
     lse1 = math.log(math.e**3 + 2)
     assert full_ce(logits, targets).item() == pytest.approx(((lse0 - 2) + (lse1 - 0)) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("block", [1, 7, 10**9])  # one row per block, a ragged last block, everything at once
+def test_linear_ce_equals_full_ce_with_gradients(monkeypatch, block):
+    import tuner.losses as L
+
+    torch.manual_seed(0)
+    q = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
+    k = (3 * torch.randn(30, 4, dtype=torch.float64)).requires_grad_()  # large logits: needs the max shift
+    t = torch.randint(30, (10,))
+    want = full_ce(q @ k.T, t)
+    gq, gk = torch.autograd.grad(want * 2.5, (q, k))  # a non-unit upstream gradient is scaled through
+    monkeypatch.setattr(L, "LINEAR_CE_BLOCK", block * 30)
+    got = linear_ce(q, k, t)
+    hq, hk = torch.autograd.grad(got * 2.5, (q, k))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(hq, gq)
+    torch.testing.assert_close(hk, gk)
+
+
+def test_linear_ce_grads_only_where_needed():
+    q, k, t = torch.randn(5, 3), torch.randn(8, 3, requires_grad=True), torch.tensor([0, 1, 2, 3, 7])
+    (gk,) = torch.autograd.grad(linear_ce(q, k, t), (k,))  # q is data: only k gets a gradient
+    torch.testing.assert_close(gk, torch.autograd.grad(full_ce(q @ k.T, t), (k,))[0])
+    with torch.no_grad():  # evaluation: the value alone
+        torch.testing.assert_close(linear_ce(q, k, t), full_ce(q @ k.T, t))
 
 
 def test_gbce_by_hand_and_beta_formula():

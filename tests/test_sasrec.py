@@ -148,18 +148,28 @@ def test_eval_sees_the_splits_history(data):
     np.testing.assert_array_equal(r.eval_sequences("valid")[:, -1].numpy(), items[indptr[1:] - 2])
 
 
-def test_chunked_full_ce_matches_unchunked(data, monkeypatch):
-    r = recipe(data, loss="ce", similarity="adaptive")
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_blockwise_full_ce_matches_plain_ce(data, monkeypatch, similarity):
+    """ce runs blockwise on the head's factors; value and every gradient equal CE on the full logits."""
+    import tuner.losses as L
+
+    r = recipe(data, loss="ce", similarity=similarity)
     rows = r.train_rows[:16]
-    full = fixed_batch_loss(r, rows)
-    full.backward()
-    g_full = r.model.item_emb.weight.grad.clone()
+    monkeypatch.setattr(L, "LINEAR_CE_BLOCK", 3 * data.n_items)  # 3 positions per block
+    blockwise = fixed_batch_loss(r, rows)
+    blockwise.backward()
+    grads = {n: p.grad.clone() for n, p in r.model.named_parameters() if p.grad is not None}
     r.optimizer.zero_grad()
-    monkeypatch.setattr(S, "CE_CHUNK_ELEMS", 3 * data.n_items)  # 3 positions per chunk
-    chunked = fixed_batch_loss(r, rows)
-    chunked.backward()
-    torch.testing.assert_close(chunked, full)
-    torch.testing.assert_close(r.model.item_emb.weight.grad, g_full)
+    inputs, targets = r.inputs[rows], r.targets[rows]
+    mask = inputs != data.n_items
+    h = r.model(inputs)[mask]
+    plain = L.full_ce(r.sim.matrix(h, r.model.item_emb.weight[: data.n_items]), targets[mask])
+    plain.backward()
+    torch.testing.assert_close(blockwise, plain)
+    assert grads.keys() == {n for n, p in r.model.named_parameters() if p.grad is not None}
+    for n, p in r.model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
 
 
 def test_gbce_beta_reaches_the_loss(data):

@@ -1,7 +1,8 @@
 """BPR-MF: matrix factorisation with an item bias, trained with any registered loss.
 
 score(u, i) = <p_u, q_i> + b_i. Sampled losses draw `n_negatives` uniform items per positive
-(one vectorised randint on the trial's device); "ce" scores the whole catalogue instead.
+(one vectorised randint on the trial's device); "ce" scores the whole catalogue instead, block by
+block (tuner.losses.linear_ce) so the [B, N] logits never exist.
 `weight_decay` is the classic BPR L2 penalty on the embeddings a batch touches.
 """
 
@@ -15,7 +16,7 @@ from torch import nn
 from tuner.config import bounded, choice
 from tuner.data import Dataset
 from tuner.losses import LOSSES, get_loss
-from trainables.loop import Recipe
+from trainables.loop import Recipe, adam
 
 
 @dataclass(frozen=True)
@@ -31,30 +32,41 @@ class Config:
 
 
 class MF(nn.Module):
+    """score(u, i) = <p_u, q_i> + b_i; the bias is the last column of the item table, so a step
+    looks each table up once (every lookup's backward writes a dense gradient of the whole table)."""
+
     def __init__(self, n_users: int, n_items: int, dim: int):
         super().__init__()
+        self.dim = dim
         self.user = nn.Embedding(n_users, dim)
-        self.item = nn.Embedding(n_items, dim)
-        self.item_bias = nn.Embedding(n_items, 1)
+        self.item = nn.Embedding(n_items, dim + 1)  # [N, D + 1]: factors, then the bias
         nn.init.normal_(self.user.weight, std=0.1)
         nn.init.normal_(self.item.weight, std=0.1)
-        nn.init.zeros_(self.item_bias.weight)
+        with torch.no_grad():
+            self.item.weight[:, dim].zero_()
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """users [B], items [B, K] -> scores [B, K]."""
-        u = self.user(users)[:, None, :]  # [B, 1, D]
-        return (u * self.item(items)).sum(-1) + self.item_bias(items).squeeze(-1)
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """users [B], items [B, K] -> scores [B, K], and the factors used: p [B, D], q [B, K, D]."""
+        p, e = self.user(users), self.item(items)  # [B, D], [B, K, D + 1]
+        q = e[..., : self.dim]
+        return (p[:, None, :] * q).sum(-1) + e[..., self.dim], p, q
+
+    def factors(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a [B, D + 1], b [N, D + 1]) with a @ b.T = scores of users [B] over the whole catalogue."""
+        p = self.user(users)
+        return torch.cat([p, torch.ones_like(p[:, :1])], 1), self.item.weight
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """users [B] -> scores [B, N] over the whole catalogue."""
-        return self.user(users) @ self.item.weight.T + self.item_bias.weight.T
+        a, b = self.factors(users)
+        return a @ b.T
 
 
 class BPRMFRecipe(Recipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
         self.model = MF(data.n_users, data.n_items, cfg.dim).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.optimizer = adam(self.model.parameters(), lr=cfg.lr)
         self.loss = get_loss(cfg.loss)
         self.users = torch.tensor(data.train_users(), device=device)  # [nnz]
         self.items = torch.tensor(data.train_items, device=device)  # [nnz] (a copy: Ray hands read-only arrays)
@@ -68,13 +80,14 @@ class BPRMFRecipe(Recipe):
             idx = order[start : start + cfg.batch_size]
             u, i = self.users[idx], self.items[idx]  # [B], [B]
             if self.loss.kind == "full":
-                loss = self.loss.fn(model.score_all(u), i)
-                touched = [model.user(u), model.item(i)]
+                a, b = model.factors(u)
+                loss = self.loss.linear(a, b, i)
+                touched = [a[:, : cfg.dim], model.item(i)[:, : cfg.dim]]
             else:
                 neg = torch.randint(n, (u.shape[0], cfg.n_negatives), generator=gen, device=self.device)  # [B, K]
-                scores = model(u, torch.cat([i[:, None], neg], dim=1))  # [B, 1+K]
+                scores, p, q = model(u, torch.cat([i[:, None], neg], dim=1))  # [B, 1+K], [B, D], [B, 1+K, D]
                 loss = self.loss.fn(scores[:, 0], scores[:, 1:])
-                touched = [model.user(u), model.item(i), model.item(neg)]
+                touched = [p, q]
             if cfg.weight_decay > 0:
                 loss = loss + cfg.weight_decay * sum(t.pow(2).sum() for t in touched) / u.shape[0]
             total += self.optimize(loss, epoch, step)

@@ -43,7 +43,7 @@ from tuner import losses
 from tuner.config import bounded, choice
 from tuner.errors import TunerError
 from tuner.multiview import MultiViewData, classification_metrics
-from trainables.loop import Recipe
+from trainables.loop import Recipe, adam
 from trainables.schedules import WEIGHTINGS, LossWeighter, ramp
 
 
@@ -118,7 +118,7 @@ class FusionRecipe(Recipe):
         if not isinstance(data, MultiViewData):
             raise TunerError("model fusion_classifier needs multi-view classification data (tuner.multiview)")
         self.model = GatedFusion(cfg, data.view_dims, data.n_classes).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.tensors = {s: ([torch.as_tensor(x, device=device) for x in xs], torch.as_tensor(y, device=device))
                         for s in ("train", "valid", "test") for xs, y in [data.split(s)]}
         counts = data.class_counts("train").astype(np.float64)

@@ -56,7 +56,7 @@ from tuner import losses
 from tuner.config import bounded, choice
 from tuner.data import Dataset
 from tuner.errors import TunerError
-from trainables.loop import Recipe
+from trainables.loop import Recipe, adam
 from trainables.schedules import PhaseSchedule
 
 AUX = ("recon", "causal", "diversity")
@@ -226,7 +226,7 @@ class MultimodalRecipe(Recipe):
         if data.item_features is None:
             raise TunerError(f"{data.name}: model multimodal needs item content features (data.item_attributes)")
         self.model = MultimodalRec(cfg, data.item_features).to_device(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.rec = losses.get_loss(cfg.loss)
         self.schedule = schedule(cfg)
         binary = bool(np.isin(data.item_features, (0.0, 1.0)).all())
@@ -266,7 +266,9 @@ class MultimodalRecipe(Recipe):
             if self.rec.kind == "full":
                 table = model.fuse()  # [N, D]
                 h = model.encode(table[hist], valid)
-                rec = self.rec.fn(h @ table.T + model.item_bias.weight.T, target)
+                # scores h @ table.T + bias, as factors [h, 1] @ [table, bias].T: blockwise, no [B, N] logits
+                rec = self.rec.linear(torch.cat([h, torch.ones_like(h[:, :1])], 1),
+                                      torch.cat([table, model.item_bias.weight], 1), target)
                 v_aux = table[aux_items]
             else:
                 neg = torch.randint(n_items, (b.shape[0], cfg.n_negatives), generator=gen, device=dev)

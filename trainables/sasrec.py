@@ -10,8 +10,8 @@ Knobs (Config; every default below is the only default):
 - loss (tuner.losses.RANKING_LOSSES):
     bce / bpr / sampled_softmax: `num_negatives` sampled negatives per position;
     gbce: gSASRec's generalised BCE with calibration `gbce_t` (beta from gbce_beta);
-    ce: full softmax over the catalogue, logits only at non-padded positions, in checkpointed
-        chunks when [positions x N] is large;
+    ce: full softmax over the catalogue at non-padded positions, computed block by block on the
+        similarity head's factors (tuner.losses.linear_ce): the [positions x N] logits never exist;
     infonce: softmax over the batch's distinct target items (in-batch negatives), optional
         logQ correction (`logq_correction`) with log training frequency;
 - negatives (sampled losses): sampler uniform | popularity | mixed, pop_power, popular_ratio,
@@ -49,18 +49,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from tuner.config import bounded, choice
 from tuner.data import Dataset
 from tuner.errors import TunerError
 from tuner.losses import RANKING_LOSSES, gbce_beta, get_ranking_loss
-from trainables.loop import Recipe
+from trainables.loop import Recipe, adam
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.similarity import SIMILARITIES, make_similarity
 
 LOSS_NAMES = ("bce", "bpr", "ce", "sampled_softmax", "infonce", "gbce")
-CE_CHUNK_ELEMS = 1 << 25  # full CE: logits above this many entries are computed in checkpointed chunks
 
 
 @dataclass(frozen=True)
@@ -199,7 +197,7 @@ class SASRecRecipe(Recipe):
         self.sim = make_similarity(cfg.similarity, cfg.hidden_units, alpha=cfg.fusion_alpha, beta=cfg.fusion_beta,
                                    gamma=cfg.fusion_gamma, temperature=cfg.fusion_temperature).to(device)
         self.model.sim = self.sim  # registered submodule: its parameters train and checkpoint with the model
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         # one window per user: the last maxlen + 1 training items -> inputs [:, :-1], targets [:, 1:]
         window = torch.as_tensor(left_padded(data.train_indptr, data.train_items, cfg.maxlen + 1, n), device=device)
         self.inputs, self.targets = window[:, :-1].contiguous(), window[:, 1:].contiguous()
@@ -241,18 +239,8 @@ class SASRecRecipe(Recipe):
         return self.full_ce(h, t)
 
     def full_ce(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Softmax CE over all N items at P positions; chunked + recomputed in backward when large."""
-        table = self.model.item_emb.weight[: self.data.n_items]
-        p = h.shape[0]
-        chunk = max(1, CE_CHUNK_ELEMS // self.data.n_items)
-        if p <= chunk:
-            return self.loss.fn(self.sim.matrix(h, table), t)
-
-        def part(hs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-            return self.loss.fn(self.sim.matrix(hs, table), ts) * hs.shape[0]
-
-        total = sum(checkpoint(part, h[s : s + chunk], t[s : s + chunk], use_reentrant=False) for s in range(0, p, chunk))
-        return total / p
+        """Softmax CE over all N items at P positions, blockwise on the head's factors (no [P, N] logits)."""
+        return self.loss.linear(*self.sim.factors(h, self.model.item_emb.weight[: self.data.n_items]), t)
 
     def batches(self, gen: torch.Generator) -> list[torch.Tensor]:
         """One epoch of user batches: random order, optionally length-bucketed (see module doc)."""

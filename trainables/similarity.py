@@ -11,7 +11,8 @@ Registry SIMILARITIES (seed 003's "距离计算" options):
 
 Every head has two forms: pair(x, y) scores broadcastable [..., d] tensors elementwise
 (positives [P, d] vs [P, d], or [P, 1, d] vs negatives [P, K, d]); matrix(x, Y) scores
-[P, d] against [M, d] in one matmul (full catalogue, in-batch pools).
+[P, d] against [M, d] in one matmul (full catalogue, in-batch pools), as factors(x, Y) = (q, k)
+with matrix = q @ k.T.
 """
 
 from __future__ import annotations
@@ -36,8 +37,14 @@ class Similarity(nn.Module):
     def pair(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def matrix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def factors(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q [P, d'], k [M, d']) with matrix(x, y) = q @ k.T: every head is an inner product of
+        transformed vectors, so a full-catalogue loss can run blockwise on the factors (losses.linear_ce)."""
         raise NotImplementedError
+
+    def matrix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        q, k = self.factors(x, y)
+        return q @ k.T
 
     def metrics(self) -> dict[str, float]:
         return {}
@@ -47,16 +54,16 @@ class Dot(Similarity):
     def pair(self, x, y):
         return (x * y).sum(-1)
 
-    def matrix(self, x, y):
-        return x @ y.T
+    def factors(self, x, y):
+        return x, y
 
 
 class Cosine(Similarity):
     def pair(self, x, y):
         return (_unit(x) * _unit(y)).sum(-1)
 
-    def matrix(self, x, y):
-        return _unit(x) @ _unit(y).T
+    def factors(self, x, y):
+        return _unit(x), _unit(y)
 
 
 class ScaledDot(Similarity):
@@ -67,8 +74,8 @@ class ScaledDot(Similarity):
     def pair(self, x, y):
         return (x * y).sum(-1) * self.scale
 
-    def matrix(self, x, y):
-        return (x @ y.T) * self.scale
+    def factors(self, x, y):
+        return x * self.scale, y
 
 
 class Bilinear(Similarity):
@@ -79,8 +86,8 @@ class Bilinear(Similarity):
     def pair(self, x, y):
         return ((x @ self.weight) * y).sum(-1)
 
-    def matrix(self, x, y):
-        return (x @ self.weight) @ y.T
+    def factors(self, x, y):
+        return x @ self.weight, y
 
 
 class Adaptive(Similarity):
@@ -97,9 +104,12 @@ class Adaptive(Similarity):
         cos = (_unit(x) * _unit(y)).sum(-1)
         return ((self.alpha + self.gamma * self.scale) * dot + self.beta * cos) * self.temperature
 
-    def matrix(self, x, y):
-        # alpha * dot + gamma * dot / sqrt(d) share one matmul
-        return ((self.alpha + self.gamma * self.scale) * (x @ y.T) + self.beta * (_unit(x) @ _unit(y).T)) * self.temperature
+    def factors(self, x, y):
+        # alpha * dot + gamma * dot / sqrt(d) share one term; the cosine term rides in d more columns:
+        # [w_dot x, w_cos x/|x|] @ [y, y/|y|]^T = w_dot <x, y> + w_cos cos(x, y)
+        w_dot = (self.alpha + self.gamma * self.scale) * self.temperature
+        w_cos = self.beta * self.temperature
+        return torch.cat([w_dot * x, w_cos * _unit(x)], -1), torch.cat([y, _unit(y)], -1)
 
     def metrics(self) -> dict[str, float]:
         return {

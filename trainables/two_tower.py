@@ -41,7 +41,7 @@ from tuner.config import bounded, choice
 from tuner.data import Dataset
 from tuner.errors import TunerError
 from tuner.losses import RANKING_LOSSES, get_ranking_loss
-from trainables.loop import Recipe
+from trainables.loop import Recipe, adam
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.sasrec import left_padded
 
@@ -178,7 +178,7 @@ class TwoTowerRecipe(Recipe):
         if scale:
             groups.append({"params": scale, "weight_decay": 0.0,
                            "lr": cfg.lr if cfg.logit_scale_lr is None else cfg.logit_scale_lr})
-        self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.users = torch.as_tensor(data.train_users(), device=device)  # [nnz]
         self.items = torch.as_tensor(data.train_items, device=device)  # [nnz]
         self.history = None

@@ -2,7 +2,8 @@
 
 Two shapes, told apart by `Loss.kind`:
 - "sampled": fn(pos [B], neg [B, K]) -> scalar; scores of each positive and its K negatives;
-- "full":    fn(logits [B, N], targets [B]) -> scalar; scores over the whole catalogue.
+- "full":    fn(logits [B, N], targets [B]) -> scalar; scores over the whole catalogue. Where
+             logits = q @ k.T, `Loss.linear(q, k, targets)` gives the same loss without the logits.
 Models score, losses compare: no loss knows which model produced its scores.
 """
 
@@ -38,17 +39,74 @@ def full_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, targets)
 
 
+LINEAR_CE_BLOCK = 1 << 21  # logits per block of linear_ce: 8 MB of float32 stays in cache
+
+
+class _LinearCE(torch.autograd.Function):
+    """mean_p CE(q_p @ k^T, t_p), computed block by block, gradients produced in the forward pass.
+
+    Each block of rows is scored, turned into softmax - onehot in place, and multiplied straight
+    into the gradients of q and k while it is still in cache; the [P, N] logits never exist and
+    the backward pass only scales the saved gradients by the incoming one (the loss is a scalar).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, targets, rows, grads):  # q [P, d], k [N, d], targets [P]
+        p = q.shape[0]
+        gq = torch.empty_like(q) if grads[0] else None
+        gk = torch.zeros_like(k) if grads[1] else None
+        total = torch.zeros((), dtype=torch.float64, device=q.device)
+        for s in range(0, p, rows):
+            qb, tb = q[s : s + rows], targets[s : s + rows]
+            z = qb @ k.T  # [b, N] logits
+            top = z.amax(1, keepdim=True)  # [b, 1]
+            zt = z.gather(1, tb[:, None])  # [b, 1] target logits
+            z.sub_(top).exp_()
+            norm = z.sum(1, keepdim=True)  # [b, 1]
+            total += (norm.log() + top - zt).sum(dtype=torch.float64)
+            if gq is None and gk is None:
+                continue
+            z.div_(norm)  # softmax
+            z[torch.arange(z.shape[0], device=z.device), tb] -= 1.0  # d CE / d logits = softmax - onehot
+            if gq is not None:
+                torch.mm(z, k, out=gq[s : s + rows])
+            if gk is not None:
+                gk.addmm_(z.T, qb)
+        ctx.p = p
+        ctx.save_for_backward(gq, gk)
+        return (total / p).to(q.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        gq, gk = ctx.saved_tensors
+        scale = grad / ctx.p
+        return (gq * scale if gq is not None else None, gk * scale if gk is not None else None, None, None, None)
+
+
+def linear_ce(q: torch.Tensor, k: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """full_ce(q @ k.T, targets) without materialising the logits: q [P, d] rows, k [N, d] items.
+
+    Same value and gradients as the plain form (tests/test_losses.py), 1.8x faster on CPU for
+    Beauty's 12,101 items, and memory O(block x N) instead of O(P x N) (no checkpoint recompute).
+    """
+    rows = max(1, LINEAR_CE_BLOCK // max(k.shape[0], 1))
+    on = torch.is_grad_enabled()
+    return _LinearCE.apply(q, k, targets, rows, (on and q.requires_grad, on and k.requires_grad))
+
+
 @dataclass(frozen=True)
 class Loss:
     fn: Callable[..., torch.Tensor]
     kind: str  # "sampled" or "full"
+    # "full" losses only: fn(q @ k.T, targets) from factors q [B, d], k [N, d], never forming the logits
+    linear: Callable[..., torch.Tensor] | None = None
 
 
 LOSSES: dict[str, Loss] = {
     "bpr": Loss(bpr, "sampled"),
     "bce": Loss(bce, "sampled"),
     "sampled_softmax": Loss(sampled_softmax, "sampled"),
-    "ce": Loss(full_ce, "full"),
+    "ce": Loss(full_ce, "full", linear=linear_ce),
 }
 
 

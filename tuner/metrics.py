@@ -25,15 +25,25 @@ from tuner.data import Split
 ScoreFn = Callable[[int, int], torch.Tensor]
 
 
+def _count(mask: torch.Tensor) -> torch.Tensor:
+    """True entries per row of a bool [B, N] -> int64 [B]; summed as bytes (bool.sum(1) first
+    converts the whole mask to int64: 8x the memory traffic, 5x slower at Beauty's 12,101 items)."""
+    return mask.view(torch.uint8).sum(1, dtype=torch.int32).long()
+
+
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of each target, ties broken by item index. scores [B, N], targets [B] -> [B]."""
     t = scores.gather(1, targets[:, None])  # [B, 1]
-    higher = (scores > t).sum(1)
-    index = torch.arange(scores.shape[1], device=scores.device)
-    ties_before = ((scores == t) & (index < targets[:, None])).sum(1)
+    ranks = _count(scores > t)
+    # Ties: only rows where another item scores exactly the target's score (rare for learned
+    # scores, every row for popularity) pay for the index comparison.
+    tied = torch.nonzero(_count(scores == t) > 1).squeeze(1)
+    if tied.numel():
+        index = torch.arange(scores.shape[1], device=scores.device)
+        ranks[tied] += _count((scores[tied] == t[tied]) & (index < targets[tied, None]))
     # A NaN target score compares false with everything and would rank first (a "perfect" hit
     # from a diverged model); rank it below every item instead.
-    return torch.where(t[:, 0].isnan(), scores.shape[1], higher + ties_before)
+    return torch.where(t[:, 0].isnan(), scores.shape[1], ranks)
 
 
 def mask_seen(scores: torch.Tensor, targets: torch.Tensor, indptr: torch.Tensor, items: torch.Tensor, start: int) -> None:
