@@ -116,6 +116,23 @@ def test_metric_names():
     ]
 
 
+def test_popularity_shortcut_equals_ranking_broadcast_counts():
+    """popularity() ranks without [U, N] scores; it must equal evaluate() on the counts themselves."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 15
+    counts = rng.integers(0, 4, n_items)  # many exact ties: the index rule decides
+    lengths = rng.integers(0, 6, n_users)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    items = rng.integers(0, n_items, indptr[-1])  # repeats within a user too
+    targets = rng.integers(0, n_items, n_users)
+    for u in np.flatnonzero(lengths[:5]):  # some targets are items the user has seen (a repeat stays rankable)
+        targets[u] = items[indptr[u]]
+    split = Split(targets, indptr, items)
+    c = torch.as_tensor(counts, dtype=torch.float32)
+    want = M.evaluate(lambda a, b: c.expand(b - a, -1).clone(), split, (1, 3, 10), 7)
+    assert M.popularity(counts, split, (1, 3, 10)) == pytest.approx(want, abs=1e-12)
+
+
 BEAUTY = "/work/shared/data/s3rec/Beauty.txt"
 
 

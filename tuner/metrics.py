@@ -99,7 +99,23 @@ def evaluate(
     return from_ranks(ranks, ks)
 
 
-def popularity(counts: np.ndarray, split: Split, ks: Iterable[int] = (10, 20), batch_users: int = 4096) -> dict[str, float]:
-    """The popularity baseline: every user gets the items ranked by `counts` (training only)."""
-    c = torch.as_tensor(counts, dtype=torch.float32)
-    return evaluate(lambda a, b: c.expand(b - a, -1).clone(), split, ks, batch_users)
+def popularity(counts: np.ndarray, split: Split, ks: Iterable[int] = (10, 20)) -> dict[str, float]:
+    """The popularity baseline: every user gets the items ranked by `counts` (training only).
+
+    One ranking serves every user, so no [U, N] scores are needed: a target's rank is its global
+    rank (count descending, ties by item index) minus the distinct items the user has seen that
+    rank above it (masked, they drop out). O(interactions); equals `evaluate` on the broadcast
+    counts (tests/test_metrics.py).
+    """
+    c = np.asarray(counts)
+    n = len(c)
+    order = np.lexsort((np.arange(n), -c))  # count descending, then item index
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    targets = np.asarray(split.targets, dtype=np.int64)
+    users = np.repeat(np.arange(len(targets)), np.diff(split.seen_indptr))
+    items = np.asarray(split.seen_items, dtype=np.int64)
+    above = (rank[items] < rank[targets][users]) & (items != targets[users])
+    seen_above = np.unique(users[above] * n + items[above]) // n  # distinct (user, item) pairs -> user
+    ranks = rank[targets] - np.bincount(seen_above, minlength=len(targets))
+    return from_ranks(torch.as_tensor(ranks), tuple(ks))
