@@ -45,6 +45,7 @@ from tuner.errors import TunerError
 from tuner.multiview import MultiViewData, classification_metrics
 from trainables.loop import Recipe, adam
 from trainables.schedules import WEIGHTINGS, LossWeighter, ramp
+from tuner import metrics as M
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class FusionRecipe(Recipe):
         return out
 
     @torch.no_grad()
-    def evaluate(self, split: str, ks=(10, 20), batch_users: int = 1024) -> dict[str, float]:
+    def evaluate(self, split: str, ks=(10, 20), batch_users: int = M.EVAL_BATCH_USERS) -> dict[str, float]:
         """macro_f1, accuracy, f1_class<c> and loss (the classification loss) on `split`."""
         xs_all, y_all = self.tensors[split]
         preds, loss_sum = [], 0.0

@@ -8,7 +8,6 @@ trainable (trainables/ray_trainable.py) turns that into `tune.report(..., checkp
 
 from __future__ import annotations
 
-import copy
 import math
 import resource
 import time
@@ -67,7 +66,7 @@ class Recipe:
         raise NotImplementedError
 
     @torch.no_grad()
-    def evaluate(self, split: str, ks=(10, 20), batch_users: int = 1024) -> dict[str, float]:
+    def evaluate(self, split: str, ks=(10, 20), batch_users: int = M.EVAL_BATCH_USERS) -> dict[str, float]:
         """Metrics on `split` ('valid' or 'test'); default: full-catalogue ranking."""
         return M.evaluate(lambda a, b: self.score_users(split, a, b), self.data.split(split), ks, batch_users, self.device)
 
@@ -96,7 +95,7 @@ class Recipe:
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch}, step {step}")
 
 
-def evaluate(recipe: Recipe, split: str, ks=(10, 20), batch_users: int = 1024) -> dict[str, float]:
+def evaluate(recipe: Recipe, split: str, ks=(10, 20), batch_users: int = M.EVAL_BATCH_USERS) -> dict[str, float]:
     recipe.model.eval()
     try:
         return recipe.evaluate(split, ks, batch_users)
@@ -113,9 +112,11 @@ def fit(
     state: Mapping[str, Any] | None = None,
     device: torch.device | str = "cpu",
     ks=(10, 20),
-    batch_users: int = 1024,
+    batch_users: int = M.EVAL_BATCH_USERS,
 ) -> Recipe:
     """Train `entry`'s model for cfg.epochs, calling report(metrics, get_state) after each epoch.
+
+    get_state() returns the live training state (copy it to keep it beyond the report).
 
     `state` (from a checkpoint) resumes after its epoch with the same RNG stream.
     """
@@ -142,8 +143,9 @@ def fit(
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch}")
 
         def get_state(epoch=epoch):
-            # a copy: the live state dicts alias tensors that later epochs update in place
-            return copy.deepcopy({**recipe.state_dict(), "epoch": epoch, "rng": gen.get_state()})
+            # the live tensors, not a copy (the Ray trainable serialises them at once): a caller
+            # that keeps a state past this report must copy it, as later epochs update it in place
+            return {**recipe.state_dict(), "epoch": epoch, "rng": gen.get_state()}
 
         report(out, get_state)
     return recipe

@@ -58,6 +58,7 @@ from tuner.data import Dataset
 from tuner.errors import TunerError
 from trainables.loop import Recipe, adam
 from trainables.schedules import PhaseSchedule
+from tuner import metrics as M
 
 AUX = ("recon", "causal", "diversity")
 GRAD_EVERY = 10  # steps between measurements of the rec:aux gradient ratio
@@ -344,7 +345,7 @@ class MultimodalRecipe(Recipe):
         return self._eval[split]
 
     @torch.no_grad()
-    def evaluate(self, split: str, ks=(10, 20), batch_users: int = 1024) -> dict[str, float]:
+    def evaluate(self, split: str, ks=(10, 20), batch_users: int = M.EVAL_BATCH_USERS) -> dict[str, float]:
         self._table = self.model.fuse()  # item vectors once per evaluation, not per user block
         try:
             return super().evaluate(split, ks, batch_users)

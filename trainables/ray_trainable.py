@@ -16,6 +16,7 @@ from ray import tune
 
 from trainables import get_model
 from trainables.loop import fit
+from tuner import metrics as M
 
 STATE_FILE = "state.pt"
 
@@ -26,7 +27,7 @@ def load_state(checkpoint, device: torch.device) -> dict[str, Any]:
         return torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=True)
 
 
-def train(config: dict[str, Any], *, data, model: str, ks=(10, 20), batch_users: int = 1024, use_gpu: bool = False):
+def train(config: dict[str, Any], *, data, model: str, ks=(10, 20), batch_users: int = M.EVAL_BATCH_USERS, use_gpu: bool = False):
     """Tune entry point; `data` arrives once per node through tune.with_parameters."""
     device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)

@@ -24,6 +24,11 @@ from tuner.data import Split
 # score_fn(start, stop) -> float scores [stop - start, N] for users start..stop-1
 ScoreFn = Callable[[int, int], torch.Tensor]
 
+# Users ranked per block: a [128, N] block of scores (6 MB at Beauty's 12,101 items) stays in cache
+# through masking and the two counting passes; 1024-user blocks ran 3x slower on BPR-MF (1.6 s vs
+# 0.53 s for Beauty's 22,363 users, 2 cores). The default of every evaluate() and of the spec.
+EVAL_BATCH_USERS = 128
+
 
 def _count(mask: torch.Tensor) -> torch.Tensor:
     """True entries per row of a bool [B, N] -> int64 [B]; summed as bytes (bool.sum(1) first
@@ -78,7 +83,7 @@ def evaluate(
     score_fn: ScoreFn,
     split: Split,
     ks: Iterable[int] = (10, 20),
-    batch_users: int = 1024,
+    batch_users: int = EVAL_BATCH_USERS,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Rank every user's target against the whole catalogue; returns {'hr_10': ..., ...}."""

@@ -33,6 +33,7 @@ from analysis.diagnose import DiagnoseConfig
 from tuner import config as cfgmod
 from tuner.config import bounded
 from tuner.errors import TunerError, where
+from tuner.metrics import EVAL_BATCH_USERS
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -62,7 +63,7 @@ class DataSpec:
 @dataclass(frozen=True)
 class EvalSpec:
     ks: tuple[int, ...] = (10, 20)
-    batch_users: int = bounded(1024, low=1)
+    batch_users: int = bounded(EVAL_BATCH_USERS, low=1)
 
 
 @dataclass(frozen=True)
