@@ -214,3 +214,13 @@ def test_benchmark_smoke_variant(tmp_path):
     for r in out["runs"].values():
         assert r["epochs_run"] == 2 and 0.0 <= r["test_ndcg_10"] <= r["test_hr_10"] <= 1.0
     assert (tmp_path / "sasrec_beauty_smoke.md").exists()
+
+
+def test_evaluate_ranks_with_the_same_scores_as_score_users(data):
+    """evaluate() computes every user's state once (sorted by length); same metrics as block scoring."""
+    from tuner import metrics as M
+
+    r = recipe(data, loss="ce")
+    r.model.eval()
+    want = M.evaluate(lambda a, b: r.score_users("valid", a, b), data.split("valid"), (5, 10), 7)
+    assert r.evaluate("valid", (5, 10), 7) == pytest.approx(want)

@@ -1,0 +1,185 @@
+"""Search efficiency: ASHA + TPE against random search run to full length, on Beauty BPR-MF.
+
+    python benchmarks/search_efficiency.py                # 3 repeats on ../shared/data/s3rec/Beauty.txt (hours)
+    python benchmarks/search_efficiency.py --repeats 1    # one repeat: ~110 + 320 trial-epochs on Beauty
+    python benchmarks/search_efficiency.py --smoke-test   # under a minute: synthetic data, 4 trials x 3 epochs
+
+Target (issue): ASHA + TPE with the default bpr.yaml budget reaches >= 98% of the best validation
+NDCG@10 found by random search over the same number of configs run to full length, while spending
+<= 35% of its trial-epochs; 3 repeats, report all.
+
+Protocol, for repeat r = 0..R-1, both sweeps through the project's own API (spec.load + dotted
+overrides, the same mechanism as `tuner run --set`, then sweep.run):
+  (a) ASHA + TPE: search_spaces/bpr.yaml unchanged but data = the Beauty file and search.seed = r
+      (its budget: 16 samples, ASHA grace 2, reduction 3, max 20 epochs, pathology stopper on);
+  (b) random: the same spec with search.algo = random, scheduler.type = fifo and
+      diagnose.enabled = false, so every trial runs all 20 epochs (samples x max epochs).
+Both samplers are seeded with r, and TPE draws its first 10 configs at random, so those 10 are the
+random search's first 10 (a paired comparison: ASHA must not stop the good ones).
+From each sweep's trials table (trials.csv): best = max over trials of best_val_ndcg_10 (the best
+validation NDCG@10 over all trials and epochs), trial-epochs = sum of epochs_run.
+Per repeat: ratio = asha_best / random_best (target >= 0.98) and
+epoch_fraction = asha_epochs / random_epochs (target <= 0.35); a target is met if every repeat meets it.
+
+Writes <output>/search_efficiency.{json,md} (smoke: search_efficiency_smoke.{json,md}); output
+defaults to benchmarks/results. Sweep folders (MLflow, Optuna, checkpoints) go to a temporary
+directory that is deleted at the end; each sweep's trials table is kept in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+SPEC = os.path.join(ROOT, "search_spaces", "bpr.yaml")
+BEAUTY = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "s3rec", "Beauty.txt"))
+RATIO_TARGET, EPOCHS_TARGET = 0.98, 0.35
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--data", default=BEAUTY)
+    ap.add_argument("--output", default=os.path.join(HERE, "results"), help="where the JSON and MD go")
+    ap.add_argument("--smoke-test", action="store_true", help="spec's synthetic data, 4 trials x 3 epochs, 1 repeat")
+    args = ap.parse_args(argv)
+    if not args.smoke_test and not os.path.isfile(args.data):
+        print(f"benchmarks/search_efficiency.py: data file not found: {args.data}", file=sys.stderr)
+        return 2
+
+    from tuner import sweep
+
+    repeats = 1 if args.smoke_test else args.repeats
+    load_start = os.getloadavg()
+    sweep.init_ray(None, 0)  # once, so neither sweep's wall time includes Ray's start
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="search_efficiency-") as tmp:
+        for r in range(repeats):
+            asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r})
+            rand = run_sweep(args, tmp, {"name": f"random-r{r}", "search.seed": r, "search.algo": "random",
+                                         "scheduler.type": "fifo", "diagnose.enabled": False})
+            rows.append(compare(r, asha, rand))
+            print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("trials")}, default=str), flush=True)
+
+    record = summarize(rows, args, load_start)
+    stem = os.path.join(args.output, "search_efficiency" + ("_smoke" if args.smoke_test else ""))
+    os.makedirs(args.output, exist_ok=True)
+    with open(stem + ".json", "w") as fh:
+        json.dump(record, fh, indent=2, default=str)
+    with open(stem + ".md", "w") as fh:
+        fh.write(markdown(record))
+    print(markdown(record))
+    return 0
+
+
+def run_sweep(args, tmp: str, overrides: dict) -> dict:
+    """One sweep of bpr.yaml with `overrides` (plus the data or smoke overrides); its numbers."""
+    from tuner import spec as specmod
+    from tuner import sweep
+
+    if args.smoke_test:
+        over = {"search.samples": 4, "fixed.epochs": 3}
+    else:
+        over = {"data.source": "file", "data.path": os.path.abspath(args.data)}
+    spec = specmod.load(SPEC, {**over, **overrides})
+    t0 = time.time()
+    res = sweep.run(spec, output=tmp, verbose=0)
+    wall = time.time() - t0
+    table = res.table
+    metric = f"best_{spec.metric.name}"
+    return {
+        "best": float(table[metric].max()), "epochs": int(table["epochs_run"].sum()),
+        "full_budget": spec.search.samples * spec.max_epochs(), "wall_seconds": round(wall, 1),
+        "best_config": res.best_config, "status_counts": table["status"].value_counts().to_dict(),
+        "trials": table[["trial", "status", "epochs_run", metric]].to_dict("records"),
+    }
+
+
+def compare(r: int, asha: dict, rand: dict) -> dict:
+    ratio, frac = asha["best"] / rand["best"], asha["epochs"] / rand["epochs"]
+    return {
+        "repeat": r, "search_seed": r,
+        "asha_best": asha["best"], "random_best": rand["best"], "ratio": ratio, "ratio_met": ratio >= RATIO_TARGET,
+        "asha_epochs": asha["epochs"], "random_epochs": rand["epochs"], "full_budget": rand["full_budget"],
+        "epoch_fraction": frac, "epoch_fraction_met": frac <= EPOCHS_TARGET,
+        "asha_wall_seconds": asha["wall_seconds"], "random_wall_seconds": rand["wall_seconds"],
+        "asha_best_config": asha["best_config"], "random_best_config": rand["best_config"],
+        "asha_status_counts": asha["status_counts"], "random_status_counts": rand["status_counts"],
+        "asha_trials": asha["trials"], "random_trials": rand["trials"],
+    }
+
+
+def summarize(rows: list[dict], args, load_start) -> dict:
+    def mean(key):
+        return sum(row[key] for row in rows) / len(rows)
+
+    n = len(rows)
+    ratios, fracs = [row["ratio"] for row in rows], [row["epoch_fraction"] for row in rows]
+    summary = {
+        "repeats": n, "mean_ratio": mean("ratio"), "mean_epoch_fraction": mean("epoch_fraction"),
+        "mean_asha_best": mean("asha_best"), "mean_random_best": mean("random_best"),
+        "mean_asha_wall_seconds": mean("asha_wall_seconds"), "mean_random_wall_seconds": mean("random_wall_seconds"),
+        "ratio_met_every_repeat": all(row["ratio_met"] for row in rows),
+        "epoch_fraction_met_every_repeat": all(row["epoch_fraction_met"] for row in rows),
+    }
+    label = f"{n} repeat" + ("s" if n != 1 else "")
+    return {
+        "benchmark": "search_efficiency", "smoke_test": args.smoke_test,
+        "data": "bpr.yaml's synthetic default" if args.smoke_test else os.path.relpath(os.path.abspath(args.data), ROOT),
+        "spec": "search_spaces/bpr.yaml",
+        "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
+        "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {n}"),
+        "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "rows": rows, "summary": summary,
+        "figures": [
+            {"name": f"ASHA+TPE best val NDCG@10 / random search best ({label})", "value": summary["mean_ratio"],
+             "values": ratios, "target": f">= {RATIO_TARGET}", "met": summary["ratio_met_every_repeat"],
+             "unit": "ratio"},
+            {"name": "ASHA+TPE trial-epochs / random search trial-epochs", "value": summary["mean_epoch_fraction"],
+             "values": fracs, "target": f"<= {EPOCHS_TARGET}", "met": summary["epoch_fraction_met_every_repeat"],
+             "unit": "ratio"},
+        ],
+    }
+
+
+def markdown(rec: dict) -> str:
+    s = rec["summary"]
+    yes = {True: "yes", False: "**no**"}
+    lines = [
+        f"# Search efficiency: ASHA + TPE vs random search run to full length ({rec['data']})",
+        "",
+        f"Command: `{rec['command']}` ({rec['cpu_count']} cores; load average at start "
+        f"{rec['loadavg_start'][0]:.2f}, at end {rec['loadavg_end'][0]:.2f}). Best = best validation NDCG@10 over "
+        "all trials and epochs; epochs = trial-epochs spent (sum of epochs_run).",
+        "",
+        "| repeat | ASHA+TPE best | random best | ratio (>= 0.98) | ASHA epochs | random epochs | fraction (<= 0.35) "
+        "| ASHA wall s | random wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rec["rows"]:
+        lines.append(f"| {row['repeat']} | {row['asha_best']:.4f} | {row['random_best']:.4f} | {row['ratio']:.3f} "
+                     f"| {row['asha_epochs']} | {row['random_epochs']} | {row['epoch_fraction']:.3f} "
+                     f"| {row['asha_wall_seconds']:.0f} | {row['random_wall_seconds']:.0f} |")
+    lines += [
+        f"| mean | {s['mean_asha_best']:.4f} | {s['mean_random_best']:.4f} | {s['mean_ratio']:.3f} | | "
+        f"| {s['mean_epoch_fraction']:.3f} | {s['mean_asha_wall_seconds']:.0f} | {s['mean_random_wall_seconds']:.0f} |",
+        "",
+        f"Ratio target met in every repeat: {yes[s['ratio_met_every_repeat']]}. "
+        f"Epoch-fraction target met in every repeat: {yes[s['epoch_fraction_met_every_repeat']]}.",
+        "",
+    ]
+    for row in rec["rows"]:
+        lines.append(f"- repeat {row['repeat']}: ASHA+TPE best config `{json.dumps(row['asha_best_config'], default=str)}`; "
+                     f"random best config `{json.dumps(row['random_best_config'], default=str)}`")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

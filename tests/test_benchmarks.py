@@ -1,0 +1,38 @@
+"""benchmarks/run.py: bad input exits 2 in one line; the table marks misses and computes peer ratios."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import run as bench  # noqa: E402
+
+
+def test_unknown_section_is_one_line_exit_2():
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--only", "eval,warp"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip() == "benchmarks/run.py: --only: unknown section 'warp'; valid: ttq, eval, bpr, overhead, memory"
+
+
+def test_missing_data_is_one_line_exit_2(tmp_path):
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--data", str(tmp_path / "no.txt")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no.txt" in p.stderr
+
+
+def test_table_marks_misses_and_divides_by_recbole():
+    ours = [bench.figure("ttq", "Time to quality: x (s)", 90.0, "s", "<= 190", True),
+            bench.figure("eval", "Full-ranking eval, sasrec, all users (s)", 2.0, "s", "<= 4", True),
+            bench.figure("bpr", "BPR-MF triples/s", 4e5, "1/s", "> 1,000,000", False)]
+    peers = [{"section": "peers", "name": "RecBole time to val NDCG@10 >= 0.045 (s)", "value": 720.0},
+             {"section": "peers", "name": "RecBole full-ranking eval, all users (s)", "value": 4.0}]
+    ratios = {f["name"]: f for f in bench.side_by_side(ours, peers)}
+    assert ratios["Time to quality, ours / RecBole"]["value"] == 0.125
+    assert ratios["Time to quality, ours / RecBole"]["met"] is True
+    assert ratios["Full-ranking eval of all users, ours / RecBole"]["met"] is False  # 0.5 > 0.25
+    assert "SASRec full-CE epoch, ours / RecBole" not in ratios  # RecBole's epoch figure is missing
+    text = bench.table({"sections": {"bpr": {"figures": ours[2:], "when": "now", "loadavg": [0.1]}}})
+    assert "| bpr | BPR-MF triples/s | 0.40M/s | > 1,000,000 | **no** |" in text
