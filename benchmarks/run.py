@@ -66,11 +66,11 @@ def data_block(path: str) -> dict:
     return {"source": "file", "path": path}
 
 
-def smoke_file(folder: str, src: str, users: int = 300) -> str:
-    """The first `users` lines of a sequences file: real structure, seconds of work."""
+def smoke_file(folder: str, src: str, lines: int = 300) -> str:
+    """The first `lines` lines of a data file (users of a sequences file): real structure, seconds of work."""
     path = os.path.join(folder, "slice.txt")
     with open(src) as fh, open(path, "w") as out:
-        out.writelines(line for _, line in zip(range(users), fh))
+        out.writelines(line for _, line in zip(range(lines), fh))
     return path
 
 
