@@ -299,12 +299,11 @@ def run_memory(args, tmp: str) -> list:
 # --- table ------------------------------------------------------------------------------------
 
 def external_rows() -> list:
-    """Rows of the separately run scripts, when their results exist (a partial search run if no full one)."""
+    """Rows of the separately run scripts, when their results exist."""
     rows = []
-    for names, section in ((("search_efficiency.json", "search_efficiency_partial.json"), "search"),
-                           (("peers_recbole.json",), "peers")):
-        path = next((os.path.join(RESULTS, n) for n in names if os.path.exists(os.path.join(RESULTS, n))), None)
-        if path:
+    for name, section in (("search_efficiency.json", "search"), ("peers_recbole.json", "peers")):
+        path = os.path.join(RESULTS, name)
+        if os.path.exists(path):
             with open(path) as fh:
                 rows += [{"section": section, "unit": "", "target": None, "met": None, "note": "", **f}
                          for f in json.load(fh).get("figures", [])]
