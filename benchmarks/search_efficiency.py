@@ -46,6 +46,8 @@ RATIO_TARGET, EPOCHS_TARGET = 0.98, 0.35
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--first-repeat", type=int, default=0,
+                    help="run repeats first..first+repeats-1 and merge them into an existing JSON's rows")
     ap.add_argument("--data", default=BEAUTY)
     ap.add_argument("--output", default=os.path.join(HERE, "results"), help="where the JSON and MD go")
     ap.add_argument("--smoke-test", action="store_true", help="spec's synthetic data, 4 trials x 3 epochs, 1 repeat")
@@ -61,15 +63,19 @@ def main(argv=None) -> int:
     sweep.init_ray(None, 0)  # once, so neither sweep's wall time includes Ray's start
     rows = []
     with tempfile.TemporaryDirectory(prefix="search_efficiency-") as tmp:
-        for r in range(repeats):
+        for r in range(args.first_repeat, args.first_repeat + repeats):
             asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r})
             rand = run_sweep(args, tmp, {"name": f"random-r{r}", "search.seed": r, "search.algo": "random",
                                          "scheduler.type": "fifo", "diagnose.enabled": False})
             rows.append(compare(r, asha, rand))
-            print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("trials")}, default=str), flush=True)
+            print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith(("trials", "curves"))}, default=str), flush=True)
 
-    record = summarize(rows, args, load_start)
     stem = os.path.join(args.output, "search_efficiency" + ("_smoke" if args.smoke_test else ""))
+    if args.first_repeat and os.path.isfile(stem + ".json"):  # keep the earlier repeats' rows
+        with open(stem + ".json") as fh:
+            kept = [row for row in json.load(fh)["rows"] if row["repeat"] < args.first_repeat]
+        rows = kept + rows
+    record = summarize(rows, args, load_start)
     os.makedirs(args.output, exist_ok=True)
     with open(stem + ".json", "w") as fh:
         json.dump(record, fh, indent=2, default=str)
@@ -99,7 +105,23 @@ def run_sweep(args, tmp: str, overrides: dict) -> dict:
         "full_budget": spec.search.samples * spec.max_epochs(), "wall_seconds": round(wall, 1),
         "best_config": res.best_config, "status_counts": table["status"].value_counts().to_dict(),
         "trials": table[["trial", "status", "epochs_run", metric]].to_dict("records"),
+        "curves": curves(res, spec.metric.name),
     }
+
+
+def curves(res, metric: str) -> dict[str, list[float]]:
+    """trial number -> its validation metric per epoch, read back from the sweep's MLflow runs, so a
+    different ASHA schedule can be replayed offline on the random search's full-length curves."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(res.tracking_uri)
+    runs = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'",
+                              max_results=1000)
+    out = {}
+    for run in runs:
+        hist = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
+        out[run.data.tags.get("tuner.trial_number", run.info.run_id)] = [m.value for m in hist]
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0))
 
 
 def compare(r: int, asha: dict, rand: dict) -> dict:
@@ -113,6 +135,7 @@ def compare(r: int, asha: dict, rand: dict) -> dict:
         "asha_best_config": asha["best_config"], "random_best_config": rand["best_config"],
         "asha_status_counts": asha["status_counts"], "random_status_counts": rand["status_counts"],
         "asha_trials": asha["trials"], "random_trials": rand["trials"],
+        "asha_curves": asha["curves"], "random_curves": rand["curves"],
     }
 
 
@@ -135,7 +158,8 @@ def summarize(rows: list[dict], args, load_start) -> dict:
         "data": "bpr.yaml's synthetic default" if args.smoke_test else os.path.relpath(os.path.abspath(args.data), ROOT),
         "spec": "search_spaces/bpr.yaml",
         "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
-        "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {n}"),
+        "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {n}")
+                   + (f" (repeats from {args.first_repeat} on merged into the earlier JSON)" if args.first_repeat else ""),
         "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "rows": rows, "summary": summary,
         "figures": [
