@@ -62,13 +62,14 @@ def test_reports_once_per_epoch(data):
     assert state["epoch"] == 4 and {"model", "optimizer", "rng"} <= set(state)
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_resume_is_exact(data, k):
-    full, _ = run(data)
-    head, state = run(data, keep_at=k)
+@pytest.mark.parametrize("k,optimizer", [(1, "adam"), (3, "adam"), (2, "sparse_adam")])
+def test_resume_is_exact(data, k, optimizer):
+    config = {**CONFIG, "optimizer": optimizer}
+    full, _ = run(data, config)
+    head, state = run(data, config, keep_at=k)
     assert head == full  # same seed, same run
     assert state["epoch"] == k
-    tail, _ = run(data, state=state)
+    tail, _ = run(data, config, state=state)
     assert [m["epoch"] for m in tail] == list(range(k + 1, CONFIG["epochs"] + 1))
     assert tail == full[k:]
 

@@ -48,7 +48,7 @@ class ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {
-    "bpr_mf": ModelEntry("bpr_mf", bpr_mf.Config, bpr_mf.BPRMFRecipe),
+    "bpr_mf": ModelEntry("bpr_mf", bpr_mf.Config, bpr_mf.BPRMFRecipe, validate=bpr_mf.validate),
     "multimodal": ModelEntry("multimodal", multimodal.Config, multimodal.MultimodalRecipe,
                              validate=multimodal.validate, load_data=multimodal.load_data),
     "fusion_classifier": ModelEntry("fusion_classifier", fusion_classifier.Config, fusion_classifier.FusionRecipe,

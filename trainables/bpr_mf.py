@@ -4,6 +4,11 @@ score(u, i) = <p_u, q_i> + b_i. Sampled losses draw `n_negatives` uniform items 
 (one vectorised randint on the trial's device); "ce" scores the whole catalogue instead, block by
 block (tuner.losses.linear_ce) so the [B, N] logits never exist.
 `weight_decay` is the classic BPR L2 penalty on the embeddings a batch touches.
+
+`optimizer`: "adam" updates both whole tables every step (Adam moves rows with momentum even when
+their gradient is zero); "sparse_adam" is lazy Adam (trainables.loop.LazyAdam on sparse embedding
+gradients, as TensorFlow's LazyAdam and torch.optim.SparseAdam): only the rows a batch touches, so a step costs O(batch) instead of
+O(table). Sampled losses only: "ce" gives every item row a gradient, so it keeps dense Adam.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ from torch import nn
 
 from tuner.config import bounded, choice
 from tuner.data import Dataset
+from tuner.errors import TunerError
 from tuner.losses import LOSSES, get_loss
-from trainables.loop import Recipe, adam
+from trainables.loop import LazyAdam, Recipe, adam
+
+OPTIMIZERS = ("adam", "sparse_adam")
 
 
 @dataclass(frozen=True)
@@ -28,18 +36,24 @@ class Config:
     batch_size: int = bounded(1024, low=1)
     epochs: int = bounded(20, low=1)
     n_negatives: int = bounded(1, low=1, doc="negatives per positive (sampled losses only)")
+    optimizer: str = choice("adam", OPTIMIZERS, "adam (whole tables per step) | sparse_adam (lazy: touched rows only)")
     seed: int = 0
+
+
+def validate(cfg: Config) -> None:
+    if cfg.optimizer == "sparse_adam" and get_loss(cfg.loss).kind == "full":
+        raise TunerError(f"optimizer: sparse_adam needs a sampled loss; loss {cfg.loss} gives every item row a gradient")
 
 
 class MF(nn.Module):
     """score(u, i) = <p_u, q_i> + b_i; the bias is the last column of the item table, so a step
     looks each table up once (every lookup's backward writes a dense gradient of the whole table)."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int):
+    def __init__(self, n_users: int, n_items: int, dim: int, sparse: bool = False):
         super().__init__()
         self.dim = dim
-        self.user = nn.Embedding(n_users, dim)
-        self.item = nn.Embedding(n_items, dim + 1)  # [N, D + 1]: factors, then the bias
+        self.user = nn.Embedding(n_users, dim, sparse=sparse)
+        self.item = nn.Embedding(n_items, dim + 1, sparse=sparse)  # [N, D + 1]: factors, then the bias
         nn.init.normal_(self.user.weight, std=0.1)
         nn.init.normal_(self.item.weight, std=0.1)
         with torch.no_grad():
@@ -65,9 +79,11 @@ class MF(nn.Module):
 class BPRMFRecipe(Recipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
-        self.model = MF(data.n_users, data.n_items, cfg.dim).to(device)
-        self.optimizer = adam(self.model.parameters(), lr=cfg.lr)
         self.loss = get_loss(cfg.loss)
+        sparse = cfg.optimizer == "sparse_adam"
+        self.model = MF(data.n_users, data.n_items, cfg.dim, sparse=sparse).to(device)
+        params = list(self.model.parameters())
+        self.optimizer = LazyAdam(params, lr=cfg.lr) if sparse else adam(params, lr=cfg.lr)
         self.users = torch.tensor(data.train_users(), device=device)  # [nnz]
         self.items = torch.tensor(data.train_items, device=device)  # [nnz] (a copy: Ray hands read-only arrays)
 
