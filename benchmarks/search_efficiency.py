@@ -51,7 +51,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=BEAUTY)
     ap.add_argument("--output", default=os.path.join(HERE, "results"), help="where the JSON and MD go")
     ap.add_argument("--smoke-test", action="store_true", help="spec's synthetic data, 4 trials x 3 epochs, 1 repeat")
+    ap.add_argument("--replay", metavar="JSON", help="no sweeps: replay ASHA schedules on the random searches' "
+                    "full-length curves stored in JSON and print what each would have kept and spent")
     args = ap.parse_args(argv)
+    if args.replay:
+        print(replay_table(args.replay))
+        return 0
     if not args.smoke_test and not os.path.isfile(args.data):
         print(f"benchmarks/search_efficiency.py: data file not found: {args.data}", file=sys.stderr)
         return 2
@@ -122,6 +127,55 @@ def curves(res, metric: str) -> dict[str, list[float]]:
         hist = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
         out[run.data.tags.get("tuner.trial_number", run.info.run_id)] = [m.value for m in hist]
     return dict(sorted(out.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0))
+
+
+def asha_replay(curves: list[list[float]], grace: int, eta: int) -> tuple[float, int]:
+    """Ray's ASHA (one bracket, mode max) replayed on full-length curves, trials arriving in order:
+    at each rung (grace * eta^k < max_t) a trial stops if its value is below the (1 - 1/eta) quantile
+    of the values earlier trials recorded there. Returns (best value seen, trial-epochs spent)."""
+    import numpy as np
+
+    max_t = max(len(c) for c in curves)
+    rungs, t = [], grace
+    while t < max_t:
+        rungs.append(t)
+        t *= eta
+    recorded: dict[int, list[float]] = {r: [] for r in rungs}
+    best, spent = float("-inf"), 0
+    for curve in curves:
+        ran = len(curve)
+        for r in rungs:
+            if r > len(curve):
+                break
+            value, seen = curve[r - 1], recorded[r]
+            cutoff = np.nanpercentile(seen, (1 - 1 / eta) * 100) if seen else None
+            seen.append(value)
+            if cutoff is not None and value < cutoff:
+                ran = r
+                break
+        best, spent = max(best, max(curve[:ran])), spent + ran
+    return best, spent
+
+
+def replay_table(path: str) -> str:
+    """For every repeat in a search_efficiency JSON with curves: ASHA schedules replayed on its random
+    search (same configs, run to full length), best / random best and trial-epochs / full budget."""
+    with open(path) as fh:
+        rows = [row for row in json.load(fh)["rows"] if row.get("random_curves")]
+    if not rows:
+        return f"{path}: no repeat has random_curves (run the sweeps with this version first)"
+    lines = ["| grace | reduction | " + " | ".join(f"r{row['repeat']} ratio, fraction" for row in rows) + " |",
+             "|---|---|" + "---|" * len(rows)]
+    for grace in (1, 2, 3, 4, 5, 6):
+        for eta in (2, 3, 4):
+            cells = []
+            for row in rows:
+                curves = [row["random_curves"][k] for k in sorted(row["random_curves"], key=int)]
+                best, spent = asha_replay(curves, grace, eta)
+                full = sum(len(c) for c in curves)
+                cells.append(f"{best / max(max(c) for c in curves):.3f}, {spent / full:.3f}")
+            lines.append(f"| {grace} | {eta} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def compare(r: int, asha: dict, rand: dict) -> dict:

@@ -36,3 +36,14 @@ def test_table_marks_misses_and_divides_by_recbole():
     assert "SASRec full-CE epoch, ours / RecBole" not in ratios  # RecBole's epoch figure is missing
     text = bench.table({"sections": {"bpr": {"figures": ours[2:], "when": "now", "loadavg": [0.1]}}})
     assert "| bpr | BPR-MF triples/s | 0.40M/s | > 1,000,000 | **no** |" in text
+
+
+def test_asha_replay_follows_rays_rung_rule():
+    import search_efficiency as se
+
+    # max_t 4, grace 1, reduction 2 -> rungs at epochs 1 and 2; the slow starter (5 at the end) is cut at
+    # epoch 1 because 0 is below the median of what trial 1 recorded there
+    curves = [[1, 2, 3, 4], [0, 0, 0, 5], [2, 3, 4, 5]]
+    assert se.asha_replay(curves, grace=1, eta=2) == (5, 4 + 1 + 4)
+    assert se.asha_replay(curves, grace=4, eta=2) == (5, 12)  # no rung below max_t: every trial runs to the end
+    assert se.asha_replay(curves[:2], grace=1, eta=2) == (4, 5)
