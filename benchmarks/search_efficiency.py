@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=BEAUTY)
     ap.add_argument("--output", default=os.path.join(HERE, "results"), help="where the JSON and MD go")
     ap.add_argument("--smoke-test", action="store_true", help="spec's synthetic data, 4 trials x 3 epochs, 1 repeat")
+    ap.add_argument("--reuse-random", metavar="JSON", help="take each repeat's random search (which the ASHA "
+                    "settings do not affect) from this earlier JSON instead of running it again")
     ap.add_argument("--replay", metavar="JSON", help="no sweeps: replay ASHA schedules on the random searches' "
                     "full-length curves stored in JSON and print what each would have kept and spent")
     args = ap.parse_args(argv)
@@ -64,14 +66,15 @@ def main(argv=None) -> int:
     from tuner import sweep
 
     repeats = 1 if args.smoke_test else args.repeats
+    reused = random_arms(args.reuse_random) if args.reuse_random else {}
     load_start = os.getloadavg()
     sweep.init_ray(None, 0)  # once, so neither sweep's wall time includes Ray's start
     rows = []
     with tempfile.TemporaryDirectory(prefix="search_efficiency-") as tmp:
         for r in range(args.first_repeat, args.first_repeat + repeats):
             asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r})
-            rand = run_sweep(args, tmp, {"name": f"random-r{r}", "search.seed": r, "search.algo": "random",
-                                         "scheduler.type": "fifo", "diagnose.enabled": False})
+            rand = reused.get(r) or run_sweep(args, tmp, {"name": f"random-r{r}", "search.seed": r, "search.algo": "random",
+                                                          "scheduler.type": "fifo", "diagnose.enabled": False})
             rows.append(compare(r, asha, rand))
             print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith(("trials", "curves"))}, default=str), flush=True)
 
@@ -127,6 +130,17 @@ def curves(res, metric: str) -> dict[str, list[float]]:
         hist = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
         out[run.data.tags.get("tuner.trial_number", run.info.run_id)] = [m.value for m in hist]
     return dict(sorted(out.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0))
+
+
+def random_arms(path: str) -> dict[int, dict]:
+    """repeat -> its random search as run_sweep returns it, from an earlier JSON's rows."""
+    with open(path) as fh:
+        rows = json.load(fh)["rows"]
+    return {row["repeat"]: {"best": row["random_best"], "epochs": row["random_epochs"], "full_budget": row["full_budget"],
+                            "wall_seconds": row["random_wall_seconds"], "best_config": row["random_best_config"],
+                            "status_counts": row["random_status_counts"], "trials": row["random_trials"],
+                            "curves": row.get("random_curves", {}), "reused_from": os.path.relpath(path, ROOT)}
+            for row in rows}
 
 
 def asha_replay(curves: list[list[float]], grace: int, eta: int) -> tuple[float, int]:
@@ -190,6 +204,7 @@ def compare(r: int, asha: dict, rand: dict) -> dict:
         "asha_status_counts": asha["status_counts"], "random_status_counts": rand["status_counts"],
         "asha_trials": asha["trials"], "random_trials": rand["trials"],
         "asha_curves": asha["curves"], "random_curves": rand["curves"],
+        "random_reused_from": rand.get("reused_from"),
     }
 
 
@@ -213,6 +228,7 @@ def summarize(rows: list[dict], args, load_start) -> dict:
         "spec": "search_spaces/bpr.yaml",
         "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
         "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {n}")
+                   + (f" --reuse-random {args.reuse_random}" if args.reuse_random else "")
                    + (f" (repeats from {args.first_repeat} on merged into the earlier JSON)" if args.first_repeat else ""),
         "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "rows": rows, "summary": summary,
@@ -253,6 +269,10 @@ def markdown(rec: dict) -> str:
         f"Epoch-fraction target met in every repeat: {yes[s['epoch_fraction_met_every_repeat']]}.",
         "",
     ]
+    reused = sorted({row["random_reused_from"] for row in rec["rows"] if row.get("random_reused_from")})
+    if reused:
+        lines += [f"Random searches reused from {', '.join(reused)} (same space and seeds; ASHA settings do not "
+                  "affect a FIFO sweep), so their wall times are from that run.", ""]
     for row in rec["rows"]:
         lines.append(f"- repeat {row['repeat']}: ASHA+TPE best config `{json.dumps(row['asha_best_config'], default=str)}`; "
                      f"random best config `{json.dumps(row['random_best_config'], default=str)}`")
