@@ -172,15 +172,20 @@ def asha_replay(curves: list[list[float]], grace: int, eta: int) -> tuple[float,
 
 
 def replay_table(path: str) -> str:
-    """For every repeat in a search_efficiency JSON with curves: ASHA schedules replayed on its random
-    search (same configs, run to full length), best / random best and trial-epochs / full budget."""
     with open(path) as fh:
-        rows = [row for row in json.load(fh)["rows"] if row.get("random_curves")]
+        rows = json.load(fh)["rows"]
+    return replay_rows(rows) or f"{path}: no repeat has random_curves (run the sweeps with this version first)"
+
+
+def replay_rows(rows: list[dict]) -> str:
+    """For every repeat with stored curves: ASHA schedules replayed on its random search (the same
+    configs, run to full length): best / random best, and trial-epochs / full budget."""
+    rows = [row for row in rows if row.get("random_curves")]
     if not rows:
-        return f"{path}: no repeat has random_curves (run the sweeps with this version first)"
-    lines = ["| grace | reduction | " + " | ".join(f"r{row['repeat']} ratio, fraction" for row in rows) + " |",
-             "|---|---|" + "---|" * len(rows)]
-    for grace in (1, 2, 3, 4, 5, 6):
+        return ""
+    lines = ["| grace | reduction | rungs | " + " | ".join(f"r{row['repeat']} ratio, fraction" for row in rows) + " |",
+             "|---|---|---|" + "---|" * len(rows)]
+    for grace in (1, 2, 3, 4, 6):
         for eta in (2, 3, 4):
             cells = []
             for row in rows:
@@ -188,7 +193,9 @@ def replay_table(path: str) -> str:
                 best, spent = asha_replay(curves, grace, eta)
                 full = sum(len(c) for c in curves)
                 cells.append(f"{best / max(max(c) for c in curves):.3f}, {spent / full:.3f}")
-            lines.append(f"| {grace} | {eta} | " + " | ".join(cells) + " |")
+            max_t = max(len(c) for row in rows for c in row["random_curves"].values())
+            rungs = [grace * eta**k for k in range(10) if grace * eta**k < max_t]
+            lines.append(f"| {grace} | {eta} | {', '.join(map(str, rungs)) or '-'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -269,6 +276,11 @@ def markdown(rec: dict) -> str:
         f"Epoch-fraction target met in every repeat: {yes[s['epoch_fraction_met_every_repeat']]}.",
         "",
     ]
+    replay = replay_rows(rec["rows"])
+    if replay:
+        lines += ["ASHA schedules replayed on each random search's full-length curves (`--replay`: Ray's rung rule, "
+                  "trials arriving in order; the first arrival at a rung always continues), ASHA + random sampling "
+                  "rather than TPE: best / random best, trial-epochs / random's:", "", replay, ""]
     reused = sorted({row["random_reused_from"] for row in rec["rows"] if row.get("random_reused_from")})
     if reused:
         lines += [f"Random searches reused from {', '.join(reused)} (same space and seeds; ASHA settings do not "
