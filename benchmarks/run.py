@@ -175,8 +175,9 @@ def run_bpr(args, tmp: str) -> list:
         default = batch == 1024 and optimizer == "adam"
         limit = ("every step updates the whole 2.2M-parameter tables (dense Adam, dense embedding gradients: "
                  "~70% of a step in the profile), so triples/s grows with the batch" if optimizer == "adam" else
-                 "lazy Adam updates only the looked-up rows, but each row costs ~9 random-row gathers and scatters "
-                 "(value, gradient, two moments) over 9 MB tables, so triples/s barely grows with the batch")
+                 "lazy Adam updates only the distinct looked-up rows (a sort of the ids, then 6 gathers and scatters: "
+                 "value, two moments), no whole-table pass; ~60 small ops per step, so at batch 1024 per-op overhead "
+                 "dominates and triples/s still grows with the batch")
         out.append(figure("bpr", f"BPR-MF epoch, {optimizer}, batch {batch}{' (default)' if default else ''}: triples/s",
                           rate, "1/s", "> 1,000,000", rate > 1e6,
                           f"dim 64, 1 negative; {data.n_train:,} triples/epoch, epoch "
@@ -310,6 +311,9 @@ def external_rows() -> list:
             with open(path) as fh:
                 rows += [{"section": section, "unit": "", "target": None, "met": None, "note": "", **f}
                          for f in json.load(fh).get("figures", [])]
+    for row in rows:  # a figure over repeats shows every repeat's value
+        if row.get("values") and not row["note"]:
+            row["note"] = "mean; per repeat " + ", ".join(f"{v:.3f}" for v in row["values"])
     return rows
 
 

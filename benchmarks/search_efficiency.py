@@ -234,9 +234,10 @@ def summarize(rows: list[dict], args, load_start) -> dict:
         "data": "bpr.yaml's synthetic default" if args.smoke_test else os.path.relpath(os.path.abspath(args.data), ROOT),
         "spec": "search_spaces/bpr.yaml",
         "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
-        "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {n}")
+        "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {args.repeats}")
+                   + (f" --first-repeat {args.first_repeat}" if args.first_repeat else "")
                    + (f" --reuse-random {args.reuse_random}" if args.reuse_random else "")
-                   + (f" (repeats from {args.first_repeat} on merged into the earlier JSON)" if args.first_repeat else ""),
+                   + (f" (merged with the earlier JSON's repeats 0-{args.first_repeat - 1})" if args.first_repeat else ""),
         "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "rows": rows, "summary": summary,
         "figures": [
