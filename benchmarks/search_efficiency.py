@@ -145,15 +145,13 @@ def random_arms(path: str) -> dict[int, dict]:
 
 def asha_replay(curves: list[list[float]], grace: int, eta: int) -> tuple[float, int]:
     """Ray's ASHA (one bracket, mode max) replayed on full-length curves, trials arriving in order:
-    at each rung (grace * eta^k < max_t) a trial stops if its value is below the (1 - 1/eta) quantile
+    at each rung (SchedulerSpec.rungs, as the sweep's) a trial stops if its value is below the (1 - 1/eta) quantile
     of the values earlier trials recorded there. Returns (best value seen, trial-epochs spent)."""
     import numpy as np
 
-    max_t = max(len(c) for c in curves)
-    rungs, t = [], grace
-    while t < max_t:
-        rungs.append(t)
-        t *= eta
+    from tuner.spec import SchedulerSpec
+
+    rungs = SchedulerSpec("asha", grace, eta).rungs(max(len(c) for c in curves))
     recorded: dict[int, list[float]] = {r: [] for r in rungs}
     best, spent = float("-inf"), 0
     for curve in curves:
@@ -183,18 +181,19 @@ def replay_rows(rows: list[dict]) -> str:
     rows = [row for row in rows if row.get("random_curves")]
     if not rows:
         return ""
+    from tuner.spec import SchedulerSpec
+
+    per_repeat = [[row["random_curves"][k] for k in sorted(row["random_curves"], key=int)] for row in rows]
+    max_t = max(len(c) for curves in per_repeat for c in curves)
     lines = ["| grace | reduction | rungs | " + " | ".join(f"r{row['repeat']} ratio, fraction" for row in rows) + " |",
              "|---|---|---|" + "---|" * len(rows)]
     for grace in (1, 2, 3, 4, 6):
         for eta in (2, 3, 4):
             cells = []
-            for row in rows:
-                curves = [row["random_curves"][k] for k in sorted(row["random_curves"], key=int)]
+            for curves in per_repeat:
                 best, spent = asha_replay(curves, grace, eta)
-                full = sum(len(c) for c in curves)
-                cells.append(f"{best / max(max(c) for c in curves):.3f}, {spent / full:.3f}")
-            max_t = max(len(c) for row in rows for c in row["random_curves"].values())
-            rungs = [grace * eta**k for k in range(10) if grace * eta**k < max_t]
+                cells.append(f"{best / max(max(c) for c in curves):.3f}, {spent / sum(len(c) for c in curves):.3f}")
+            rungs = SchedulerSpec("asha", grace, eta).rungs(max_t)
             lines.append(f"| {grace} | {eta} | {', '.join(map(str, rungs)) or '-'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -7,8 +7,9 @@ block (tuner.losses.linear_ce) so the [B, N] logits never exist.
 
 `optimizer`: "adam" updates both whole tables every step (Adam moves rows with momentum even when
 their gradient is zero); "sparse_adam" is lazy Adam (trainables.loop.LazyAdam on sparse embedding
-gradients, as TensorFlow's LazyAdam and torch.optim.SparseAdam): only the rows a batch touches, so a step costs O(batch) instead of
-O(table). Sampled losses only: "ce" gives every item row a gradient, so it keeps dense Adam.
+gradients, as TensorFlow's LazyAdam and torch.optim.SparseAdam): only the rows a batch touches, so
+a step costs O(batch) instead of O(table). Sampled losses only: "ce" gives every item row a
+gradient, so it keeps dense Adam.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tuner.errors import TunerError
 from tuner.losses import LOSSES, get_loss
 from trainables.loop import LazyAdam, Recipe, adam
 
-OPTIMIZERS = ("adam", "sparse_adam")
+OPTIMIZERS = {"adam": adam, "sparse_adam": LazyAdam}  # name -> (params, lr=) -> optimizer
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,9 @@ class BPRMFRecipe(Recipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
         self.loss = get_loss(cfg.loss)
-        sparse = cfg.optimizer == "sparse_adam"
+        sparse = OPTIMIZERS[cfg.optimizer] is LazyAdam  # lazy Adam reads sparse embedding gradients
         self.model = MF(data.n_users, data.n_items, cfg.dim, sparse=sparse).to(device)
-        params = list(self.model.parameters())
-        self.optimizer = LazyAdam(params, lr=cfg.lr) if sparse else adam(params, lr=cfg.lr)
+        self.optimizer = OPTIMIZERS[cfg.optimizer](self.model.parameters(), lr=cfg.lr)
         self.users = torch.tensor(data.train_users(), device=device)  # [nnz]
         self.items = torch.tensor(data.train_items, device=device)  # [nnz] (a copy: Ray hands read-only arrays)
 

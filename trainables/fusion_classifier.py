@@ -40,12 +40,12 @@ import torch
 from torch import nn
 
 from tuner import losses
+from tuner import metrics as M
 from tuner.config import bounded, choice
 from tuner.errors import TunerError
 from tuner.multiview import MultiViewData, classification_metrics
 from trainables.loop import Recipe, adam
 from trainables.schedules import WEIGHTINGS, LossWeighter, ramp
-from tuner import metrics as M
 
 
 @dataclass(frozen=True)

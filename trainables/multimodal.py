@@ -53,12 +53,12 @@ import torch
 from torch import nn
 
 from tuner import losses
+from tuner import metrics as M
 from tuner.config import bounded, choice
 from tuner.data import Dataset
 from tuner.errors import TunerError
 from trainables.loop import Recipe, adam
 from trainables.schedules import PhaseSchedule
-from tuner import metrics as M
 
 AUX = ("recon", "causal", "diversity")
 GRAD_EVERY = 10  # steps between measurements of the rec:aux gradient ratio

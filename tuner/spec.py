@@ -81,6 +81,14 @@ class SchedulerSpec:
     grace_period: int = bounded(2, low=1)
     reduction_factor: float = bounded(3.0, low=1.01)
 
+    def rungs(self, max_t: int) -> tuple[int, ...]:
+        """ASHA's milestones (epochs): grace * rf^k, Ray's AsyncHyperBand _Bracket formula (one bracket)."""
+        if self.type != "asha":
+            return ()
+        g, rf = self.grace_period, self.reduction_factor
+        n = int(math.log(max_t / g) / math.log(rf) + 1)
+        return tuple(int(g * rf**k) for k in range(n))
+
 
 @dataclass(frozen=True)
 class ResourcesSpec:

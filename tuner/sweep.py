@@ -9,7 +9,6 @@ ever sees validation metrics.
 from __future__ import annotations
 
 import json
-import math
 import logging
 import os
 import shutil
@@ -182,15 +181,6 @@ def _search(spec: Spec, output: str, study_name: str):
     return searcher, ConcurrencyLimiter(searcher, max_concurrent=spec.search.concurrency), {}
 
 
-def asha_rungs(spec: Spec) -> tuple[int, ...]:
-    """ASHA's milestones: grace * rf^k below max_t (Ray's AsyncHyperBand, one bracket)."""
-    if spec.scheduler.type != "asha":
-        return ()
-    g, rf = spec.scheduler.grace_period, spec.scheduler.reduction_factor
-    n = int(math.log(spec.max_epochs() / g) / math.log(rf) + 1)  # Ray's _Bracket formula, s = 0
-    return tuple(int(g * rf**k) for k in range(n))
-
-
 def _scheduler(spec: Spec):
     if spec.scheduler.type == "asha":
         return ASHAScheduler(time_attr="training_iteration", metric=spec.metric.name, mode=spec.metric.mode,
@@ -239,7 +229,7 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
                    "parent_run_id": pid, "study_name": study_name}, fh, indent=2)
 
     runs_cb = tracking.TrialRuns(uri, exp_id, pid, model=spec.model, dataset=data.name, spec_file=spec.path,
-                                 searched=searched, epochs_of=epochs_counter(spec), rungs=asha_rungs(spec))
+                                 searched=searched, epochs_of=epochs_counter(spec), rungs=spec.scheduler.rungs(spec.max_epochs()))
     searcher, search_alg, param_space = _search(spec, output, study_name)
     tuner = tune.Tuner(
         _trainable(spec, data),
