@@ -94,6 +94,41 @@ def test_sweep_logs_parent_children_and_prunes(ray_session, tmp_path):
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(by_status["completed"])
 
 
+def test_asha_promote_sweep_promotes_exactly_the_papers_choice(ray_session, tmp_path):
+    """One trial at a time, so trials reach the rung in trial order: the trials that ran past it must be
+    those some top floor(n / 3) of the first n arrivals held (Li et al. 2020); a resumed trial logs
+    every epoch once; Optuna hears of the rest as PRUNED."""
+    from tuner import sweep
+
+    body = {**SPEC, "name": "promote", "fixed": {"epochs": 3, "batch_size": 256},
+            "search": {"samples": 6, "concurrency": 1, "seed": 0},
+            "scheduler": {"type": "asha_promote", "grace_period": 1, "reduction_factor": 3}}  # rung: epoch 1
+    spec = specmod.load(write_spec(tmp_path, body))
+    res = sweep.run(spec, output=str(tmp_path / "out"), verbose=0)
+    client = MlflowClient(res.tracking_uri)
+    kids = sorted(children_of(client, res.experiment_id, res.parent_run_id),
+                  key=lambda r: int(r.data.tags["tuner.trial_number"]))
+    assert len(kids) == 6
+    at_rung, expected, resumed = [], set(), set()
+    for run in kids:
+        hist = client.get_metric_history(run.info.run_id, "val_ndcg_10")
+        ran = int(run.data.tags["epochs_run"])
+        assert sorted(m.step for m in hist) == list(range(1, ran + 1))  # every epoch once, resumed or not
+        assert ran in (1, 3) and run.info.status == "FINISHED"
+        at_rung.append((next(m.value for m in hist if m.step == 1), run.info.run_id))
+        for _, rid in sorted(at_rung, reverse=True)[: len(at_rung) // 3]:
+            if rid not in expected and rid != run.info.run_id:
+                resumed.add(rid)  # promoted after waiting at the rung
+            expected.add(rid)
+    went_on = {r.info.run_id for r in kids if r.data.tags["epochs_run"] == "3"}
+    assert went_on == expected and 1 <= len(went_on) <= 3
+    assert resumed, "no trial waited at the rung and was resumed: change the seed"
+    stored = optuna.load_study(study_name=res.extra["study_name"], storage=res.extra["optuna_storage"])
+    states = [t.state for t in stored.trials]
+    assert states.count(optuna.trial.TrialState.PRUNED) == 6 - len(went_on)
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(went_on)
+
+
 def test_errored_trial_is_recorded_and_sweep_goes_on(ray_session, tmp_path):
     from tuner import sweep
 

@@ -77,17 +77,27 @@ class SearchSpec:
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    type: Literal["asha", "fifo"] = "asha"
+    # asha: Ray's ASHAScheduler (a trial continues if at or above the (1 - 1/rf) quantile of the trials
+    #   that reached the rung before it; the first arrivals always continue).
+    # asha_promote: ASHA with promotions (tuner/schedulers.py): a trial pauses at a rung and resumes
+    #   once it ranks in the top floor(n / rf) of the n trials that reached it.
+    type: Literal["asha", "asha_promote", "fifo"] = "asha"
     grace_period: int = bounded(2, low=1)
     reduction_factor: float = bounded(3.0, low=1.01)
 
     def rungs(self, max_t: int) -> tuple[int, ...]:
-        """ASHA's milestones (epochs): grace * rf^k, Ray's AsyncHyperBand _Bracket formula (one bracket)."""
-        if self.type != "asha":
-            return ()
+        """The milestones (epochs) at which trials are compared."""
         g, rf = self.grace_period, self.reduction_factor
-        n = int(math.log(max_t / g) / math.log(rf) + 1)
-        return tuple(int(g * rf**k) for k in range(n))
+        if self.type == "asha":  # Ray's AsyncHyperBand _Bracket formula (one bracket)
+            n = int(math.log(max_t / g) / math.log(rf) + 1)
+            return tuple(int(g * rf**k) for k in range(n))
+        if self.type == "asha_promote":  # a rung only where a promotion buys at least rf x its epochs
+            out, r = [], float(g)
+            while r * rf <= max_t:
+                out.append(int(r))
+                r *= rf
+            return tuple(out)
+        return ()
 
 
 @dataclass(frozen=True)
@@ -451,7 +461,7 @@ def _check_cross(spec: Spec, line_of) -> None:
             raise TunerError(f"{where(path, key, line_of(key))}: file is not readable: {attr}")
     if spec.search.concurrency > spec.search.samples:
         pass  # harmless: Ray runs at most `samples` trials
-    if spec.scheduler.type == "asha" and spec.scheduler.grace_period > spec.max_epochs():
+    if spec.scheduler.type != "fifo" and spec.scheduler.grace_period > spec.max_epochs():
         raise TunerError(
             f"{where(path, 'scheduler.grace_period', line_of('scheduler.grace_period'))}: "
             f"grace_period {spec.scheduler.grace_period} exceeds the most epochs a trial runs ({spec.max_epochs()})"

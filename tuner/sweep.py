@@ -41,6 +41,7 @@ from tuner import spec as specmod
 from tuner import tracking
 from tuner.data import Dataset
 from tuner.errors import TunerError
+from tuner.schedulers import PauseAwareLimiter, PromotionASHA
 from tuner.space import define_by_run
 from tuner.spec import Spec
 
@@ -178,14 +179,21 @@ def _search(spec: Spec, output: str, study_name: str):
     searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name, mode=spec.metric.mode,
                                        sampler=sampler, epochs_of=epochs_counter(spec),
                                        study_name=study_name, storage=storage)
-    return searcher, ConcurrencyLimiter(searcher, max_concurrent=spec.search.concurrency), {}
+    # asha_promote pauses trials at rungs: only running trials may count against the concurrency
+    limiter = PauseAwareLimiter if spec.scheduler.type == "asha_promote" else ConcurrencyLimiter
+    return searcher, limiter(searcher, max_concurrent=spec.search.concurrency), {}
 
 
-def _scheduler(spec: Spec):
+def _scheduler(spec: Spec, search_alg=None):
     if spec.scheduler.type == "asha":
         return ASHAScheduler(time_attr="training_iteration", metric=spec.metric.name, mode=spec.metric.mode,
                              max_t=spec.max_epochs(), grace_period=spec.scheduler.grace_period,
                              reduction_factor=spec.scheduler.reduction_factor)
+    if spec.scheduler.type == "asha_promote":
+        return PromotionASHA(metric=spec.metric.name, mode=spec.metric.mode,
+                             milestones=spec.scheduler.rungs(spec.max_epochs()),
+                             reduction_factor=spec.scheduler.reduction_factor, samples=spec.search.samples,
+                             limiter=search_alg if isinstance(search_alg, PauseAwareLimiter) else None)
     return FIFOScheduler()
 
 
@@ -235,7 +243,7 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
         _trainable(spec, data),
         param_space=param_space,
         # reuse_actors: a trial reuses a finished trial's worker process (8x less overhead on tiny trials)
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=_scheduler(spec), num_samples=spec.search.samples,
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=_scheduler(spec, search_alg), num_samples=spec.search.samples,
                                     max_concurrent_trials=None if search_alg else spec.search.concurrency,
                                     reuse_actors=True),
         run_config=tune.RunConfig(

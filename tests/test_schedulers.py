@@ -1,0 +1,165 @@
+"""ASHA with promotions: the rung bookkeeping, the Ray scheduler against a stand-in controller, the limiter."""
+
+import pytest
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from tuner.schedulers import PauseAwareLimiter, PromotionASHA, Rungs
+from tuner.spec import SchedulerSpec
+
+
+def test_rungs_promote_only_inside_floor_n_over_rf():
+    r = Rungs((1, 3), reduction_factor=3, samples=9)
+    assert r.record(0, "a", 0.1) == [] and r.promotable(0) == []  # 1 trial: quota 0
+    assert r.record(0, "b", 0.3) == [] and r.promotable(0) == []  # 2 trials: still 0 (Ray's ASHA continues both)
+    assert r.record(0, "c", 0.2) == [] and r.promotable(0) == ["b"]  # 3 trials: the best one
+    r.promote(0, "b")
+    assert r.promotable(0) == []
+    # 9 samples -> at most floor(9/3) = 3 promotions: the 4th-ranked can never make it, whatever comes
+    assert r.record(0, "d", 0.05) == ["d"] and r.out == {"d": 0}
+    assert r.record(0, "e", 0.9) == ["a"]  # e pushes a (now 4th) out
+    assert r.promotable(0) == ["e"]  # 5 trials: quota 1, but b was promoted when it was best: e may go too
+    assert sorted(r.waiting()) == [(0, "c"), (0, "e")]
+
+
+def test_rungs_cap_shrinks_with_trials_stopped_below_and_min_mode_and_nan():
+    r = Rungs((1, 3), reduction_factor=2, samples=4, mode="min")
+    assert r.cap(1) == 4
+    r.record(0, "a", 1.0)
+    r.record(0, "b", float("nan"))  # a NaN ranks last whatever the mode
+    assert r.ranked(0) == ["a", "b"]
+    r.record(0, "c", 0.5)  # loss: lower is better
+    assert r.ranked(0) == ["c", "a", "b"]
+    assert r.out == {"b": 0}  # 4 samples, rf 2: 2 places; b is 3rd
+    assert r.cap(1) == 3 and r.cap(0) == 4
+    r.record(1, "c", 0.4)
+    assert r.record(1, "a", 0.6) == ["a"]  # rung 1 holds at most 3: 1 place, c holds it
+
+
+@pytest.mark.parametrize("grace, rf, max_t, rungs", [
+    (2, 3, 20, (2, 6)),  # 18 would buy only 2 more epochs: the promoted from 6 run to 20
+    (1, 2, 4, (1, 2)),
+    (1, 2, 8, (1, 2, 4)),
+    (5, 3, 4, ()),
+])
+def test_promotion_rungs(grace, rf, max_t, rungs):
+    assert SchedulerSpec("asha_promote", grace, rf).rungs(max_t) == rungs
+
+
+class FakeTrial:
+    def __init__(self, trial_id, status=Trial.RUNNING):
+        self.trial_id, self.status = trial_id, status
+
+
+class FakeController:
+    """What PromotionASHA asks of Ray's TuneController: the trials, and stopping one."""
+
+    def __init__(self, *ids):
+        self.trials = [FakeTrial(i, Trial.PENDING) for i in ids]
+        self.stopped = []
+
+    def get_trials(self):
+        return self.trials
+
+    def get_trial(self, tid):
+        return next((t for t in self.trials if t.trial_id == tid), None)
+
+    def stop_trial(self, trial):
+        self.stopped.append(trial.trial_id)
+        trial.status = Trial.TERMINATED
+
+
+def report(sched, tc, tid, epoch, value):
+    t = tc.get_trial(tid)
+    t.status = Trial.RUNNING
+    decision = sched.on_trial_result(tc, t, {"epoch": epoch, "val": value})
+    t.status = {TrialScheduler.PAUSE: Trial.PAUSED, TrialScheduler.STOP: Trial.TERMINATED}.get(decision, t.status)
+    return decision
+
+
+def make(samples=6, limiter=None):
+    tc = FakeController(*[f"t{i}" for i in range(samples)])
+    s = PromotionASHA(metric="val", mode="max", milestones=(2, 6), reduction_factor=3, samples=samples,
+                      limiter=limiter)
+    for t in tc.trials:
+        s.on_trial_add(tc, t)
+    return s, tc
+
+
+def test_first_arrivals_pause_and_the_best_of_three_is_resumed_before_new_trials():
+    s, tc = make()
+    assert report(s, tc, "t0", 1, 0.5) == TrialScheduler.CONTINUE  # not a rung
+    assert report(s, tc, "t0", 2, 0.5) == TrialScheduler.PAUSE  # first arrival: no comparison yet
+    assert report(s, tc, "t1", 2, 0.1) == TrialScheduler.PAUSE
+    assert s.choose_trial_to_run(tc).trial_id == "t2"  # nothing promotable: a new trial
+    assert report(s, tc, "t2", 2, 0.3) == TrialScheduler.PAUSE  # 3 trials, quota 1: t0 is the best
+    chosen = s.choose_trial_to_run(tc)
+    assert chosen.trial_id == "t0" and s.rungs.promoted[0] == {"t0"}  # a promotion before pending trials
+    chosen.status = Trial.RUNNING  # the controller starts it
+    assert s.choose_trial_to_run(tc).trial_id == "t3"
+    assert report(s, tc, "t0", 3, 0.6) == TrialScheduler.CONTINUE  # the resumed trial goes on
+    # 6 samples, rf 3: 2 places at rung 0; t1 is already 3rd and can never be promoted
+    assert "t1" in tc.stopped
+
+
+def test_an_arrival_inside_the_quota_continues_and_a_hopeless_one_stops():
+    s, tc = make()
+    report(s, tc, "t0", 2, 0.1)
+    report(s, tc, "t1", 2, 0.2)
+    assert report(s, tc, "t2", 2, 0.9) == TrialScheduler.CONTINUE  # best of 3: promoted without a pause
+    assert report(s, tc, "t3", 2, 0.05) == TrialScheduler.STOP  # 4th of at most 6: never in the top 2
+    assert tc.stopped == ["t0"]  # t0 (0.1, paused) is 3rd behind t2 and t1: out as well
+
+
+def test_when_nothing_runs_and_nothing_is_left_the_waiting_are_stopped():
+    s, tc = make(samples=6)
+    report(s, tc, "t0", 2, 0.5)
+    report(s, tc, "t1", 2, 0.4)
+    assert report(s, tc, "t2", 2, 0.6) == TrialScheduler.CONTINUE
+    assert tc.stopped == ["t1"]  # 3rd of at most 6, rf 3: out; t0 (2nd) may still be promoted
+    for tid in ("t3", "t4", "t5"):
+        tc.get_trial(tid).status = Trial.ERROR  # crashed before the rung
+    assert s.choose_trial_to_run(tc) is None and tc.stopped == ["t1"]  # t2 still runs: wait
+    tc.get_trial("t2").status = Trial.TERMINATED
+    assert s.choose_trial_to_run(tc) is None
+    assert tc.stopped == ["t1", "t0"] and s.rungs.out == {"t1": 0, "t0": 0}
+
+
+class ListSearcher(Searcher):
+    def __init__(self):
+        super().__init__(metric="val", mode="max")
+        self.completed = []
+
+    def suggest(self, trial_id):
+        return {"x": 1}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.completed.append(trial_id)
+
+
+def test_limiter_frees_a_slot_on_pause_and_still_reports_a_trial_stopped_while_paused():
+    inner = ListSearcher()
+    lim = PauseAwareLimiter(inner, max_concurrent=1)
+    assert lim.suggest("a") is not None
+    assert lim.suggest("b") is None  # one slot, taken
+    lim.pause("a")
+    assert lim.suggest("b") is not None  # a paused trial holds no slot
+    lim.on_trial_complete("a")  # stopped while paused
+    assert inner.completed == ["a"]
+    lim.resume("a")  # no-op: already completed
+    assert lim.live_trials == {"b"}
+
+
+def test_scheduler_frees_and_retakes_limiter_slots():
+    lim = PauseAwareLimiter(ListSearcher(), max_concurrent=2)
+    s, tc = make(limiter=lim)
+    for tid in ("t0", "t1"):
+        lim.suggest(tid)
+    report(s, tc, "t0", 2, 0.5)
+    assert lim.live_trials == {"t1"} and lim.paused == {"t0"}
+    report(s, tc, "t1", 2, 0.1)
+    lim.suggest("t2")
+    report(s, tc, "t2", 2, 0.2)
+    assert s.choose_trial_to_run(tc).trial_id == "t0"
+    assert lim.live_trials == {"t0"} and "t2" in lim.paused  # t0 runs again; t2 waits without a slot

@@ -1,0 +1,188 @@
+"""ASHA with promotions (Li et al. 2020, "A System for Massively Parallel Hyperparameter Tuning", Alg. 2).
+
+Ray's ASHAScheduler decides when a trial arrives at a rung: it continues if its value is at or above
+the (1 - 1/rf) quantile of the values that *earlier* trials recorded there, so the first arrival at
+every rung always continues. On Beauty BPR-MF (benchmarks/results/search_efficiency.md, repeat 1) the
+first two trials, hopeless low learning rates, ran 20 and 18 of 20 epochs because of it.
+
+Here (`scheduler: {type: asha_promote}`) a trial that reaches a rung pauses: its checkpoint is kept and
+its CPU goes to the next trial. A paused trial resumes only once it ranks in the top floor(n / rf) of
+the n trials that have reached that rung, so nobody is promoted before rf trials have been compared.
+A trial that can no longer make that cut, whatever arrives later, is stopped at once (Optuna hears
+of it as PRUNED while the sweep still runs); when no trial is running or left to start, the trials
+still waiting are stopped. `Rungs` is the bookkeeping (no Ray, tested on its own); `PromotionASHA`
+and `PauseAwareLimiter` wire it into Ray Tune.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter
+
+
+class Rungs:
+    """Values recorded at each rung, and who is promoted, waiting or out.
+
+    milestones: epochs at which trials are compared, ascending; a trial promoted from the last one
+    runs to its end. samples: how many trials the sweep starts, which bounds every rung's population.
+    """
+
+    def __init__(self, milestones: Sequence[int], reduction_factor: float, samples: int, mode: str = "max"):
+        self.milestones = tuple(int(m) for m in milestones)
+        self.rf = float(reduction_factor)
+        self.samples = int(samples)
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.values: list[dict[str, float]] = [{} for _ in self.milestones]  # rung -> trial -> signed value
+        self.promoted: list[set[str]] = [set() for _ in self.milestones]
+        self.out: dict[str, int] = {}  # trial -> the rung it was stopped at; never promoted again
+
+    def index(self, epoch: int) -> int | None:
+        return self.milestones.index(epoch) if epoch in self.milestones else None
+
+    def knows(self, trial_id: str) -> bool:
+        return any(trial_id in v for v in self.values)
+
+    def ranked(self, k: int) -> list[str]:
+        """Rung k's trials, best first (ties: earlier arrival first)."""
+        vals = self.values[k]
+        return sorted(vals, key=lambda t: -vals[t])
+
+    def quota(self, k: int) -> int:
+        """How many of rung k's best may be promoted now: floor(n / rf) of its n trials."""
+        return math.floor(len(self.values[k]) / self.rf + 1e-9)
+
+    def cap(self, k: int) -> int:
+        """Most trials rung k can ever hold: all but those stopped below it. Only shrinks."""
+        return self.samples - sum(1 for r in self.out.values() if r < k)
+
+    def record(self, k: int, trial_id: str, value: float) -> list[str]:
+        """Record `trial_id` at rung k; return the trials (it may be one) that can no longer be promoted:
+        a trial's rank only worsens as trials arrive, and the quota never exceeds floor(cap / rf)."""
+        v = self.sign * float(value)
+        self.values[k][trial_id] = v if not math.isnan(v) else -math.inf
+        best_possible = math.floor(self.cap(k) / self.rf + 1e-9)
+        hopeless = [t for t in self.ranked(k)[best_possible:] if t not in self.promoted[k] and t not in self.out]
+        self.out.update({t: k for t in hopeless})
+        return hopeless
+
+    def promotable(self, k: int) -> list[str]:
+        """Rung k's trials inside its current quota, not yet promoted, best first (the paper's rule: a
+        trial promoted early that later drops out of the top does not use up a place)."""
+        return [t for t in self.ranked(k)[: self.quota(k)] if t not in self.promoted[k] and t not in self.out]
+
+    def promote(self, k: int, trial_id: str) -> None:
+        self.promoted[k].add(trial_id)
+
+    def waiting(self) -> list[tuple[int, str]]:
+        """(rung, trial) for trials recorded at a rung, neither promoted from it nor out."""
+        return [(k, t) for k in range(len(self.milestones)) for t in self.values[k]
+                if t not in self.promoted[k] and t not in self.out]
+
+
+class PauseAwareLimiter(ConcurrencyLimiter):
+    """ConcurrencyLimiter that counts running trials only: a paused trial holds no CPU, so it must not
+    hold one of the `max_concurrent` slots either (else two paused trials would block the sweep)."""
+
+    def __init__(self, searcher, max_concurrent: int):
+        super().__init__(searcher, max_concurrent=max_concurrent)
+        self.paused: set[str] = set()
+
+    def pause(self, trial_id: str) -> None:
+        if trial_id in self.live_trials:
+            self.live_trials.discard(trial_id)
+            self.paused.add(trial_id)
+
+    def resume(self, trial_id: str) -> None:
+        if trial_id in self.paused:
+            self.paused.discard(trial_id)
+            self.live_trials.add(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self.paused:  # stopped while paused: the searcher must still hear of it
+            self.paused.discard(trial_id)
+            self.live_trials.add(trial_id)
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+class PromotionASHA(FIFOScheduler):
+    """Ray Tune scheduler over `Rungs`. time_attr is the trainable's own epoch counter, which a
+    trial restored from its checkpoint continues (training_iteration would restart)."""
+
+    _supports_buffered_results = False  # a pause must land on the rung's own result (as HyperBand)
+
+    def __init__(self, *, metric: str, mode: str, milestones: Sequence[int], reduction_factor: float,
+                 samples: int, limiter: PauseAwareLimiter | None = None, time_attr: str = "epoch"):
+        super().__init__()
+        self._metric, self._mode, self._time_attr = metric, mode, time_attr
+        self.rungs = Rungs(milestones, reduction_factor, samples, mode)
+        self._samples = int(samples)
+        self._limiter = limiter
+        self._added = 0
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True  # metric and mode come from the spec, at construction
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        self._added += 1
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        if self._metric not in result or self._time_attr not in result:
+            return TrialScheduler.CONTINUE
+        k = self.rungs.index(int(result[self._time_attr]))
+        tid = trial.trial_id
+        if k is None or tid in self.rungs.values[k]:
+            return TrialScheduler.CONTINUE
+        for other in self.rungs.record(k, tid, result[self._metric]):
+            t = tune_controller.get_trial(other)
+            if other != tid and t is not None and t.status == Trial.PAUSED:
+                tune_controller.stop_trial(t)
+        if tid in self.rungs.out:
+            return TrialScheduler.STOP
+        if tid in self.rungs.promotable(k):  # already inside the quota: go on without a pause
+            self.rungs.promote(k, tid)
+            return TrialScheduler.CONTINUE
+        if self._limiter is not None:
+            self._limiter.pause(tid)
+        return TrialScheduler.PAUSE
+
+    def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        trials = tune_controller.get_trials()
+        by_id = {t.trial_id: t for t in trials}
+        # 0. a trial ruled out while its pause was still being saved: stop it now that it is paused
+        for t in trials:
+            if t.status == Trial.PAUSED and t.trial_id in self.rungs.out:
+                tune_controller.stop_trial(t)
+        # 1. promotions first, from the highest rung down (as in the paper's get_job)
+        for k in reversed(range(len(self.rungs.milestones))):
+            for tid in self.rungs.promotable(k):
+                t = by_id.get(tid)
+                if t is not None and t.status == Trial.PAUSED:
+                    self.rungs.promote(k, tid)
+                    if self._limiter is not None:
+                        self._limiter.resume(tid)
+                    return t
+        # 2. then new trials
+        for t in trials:
+            if t.status == Trial.PENDING:
+                return t
+        # 3. a paused trial this scheduler never saw (a restored sweep) resumes as under FIFO
+        for t in trials:
+            if t.status == Trial.PAUSED and not self.rungs.knows(t.trial_id):
+                return t
+        # 4. nothing runs and nothing is left to start: no rung can grow, so the waiting are out
+        if self._added >= self._samples and not any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials):
+            for k, tid in self.rungs.waiting():
+                self.rungs.out[tid] = k
+                t = by_id.get(tid)
+                if t is not None and t.status == Trial.PAUSED:
+                    tune_controller.stop_trial(t)
+        return None
+
+    def debug_string(self) -> str:
+        counts = ", ".join(f"{m}: {len(v)} ({len(p)} promoted)"
+                           for m, v, p in zip(self.rungs.milestones, self.rungs.values, self.rungs.promoted))
+        return f"ASHA with promotions, rungs at epochs {counts or '-'}"
