@@ -11,7 +11,8 @@ NDCG@10 found by random search over the same number of configs run to full lengt
 Protocol, for repeat r = 0..R-1, both sweeps through the project's own API (spec.load + dotted
 overrides, the same mechanism as `tuner run --set`, then sweep.run):
   (a) ASHA + TPE: search_spaces/bpr.yaml unchanged but data = the Beauty file and search.seed = r
-      (its budget: 16 samples, ASHA grace 2, reduction 3, max 20 epochs, pathology stopper on);
+      (its budget: 16 samples, max 20 epochs, pathology stopper on, and its scheduler: ASHA with
+      promotions, grace 2, reduction 3, rungs at epochs 2 and 6);
   (b) random: the same spec with search.algo = random, scheduler.type = fifo and
       diagnose.enabled = false, so every trial runs all 20 epochs (samples x max epochs).
 Both samplers are seeded with r, and TPE draws its first 10 configs at random, so those 10 are the
@@ -169,6 +170,45 @@ def asha_replay(curves: list[list[float]], grace: int, eta: int) -> tuple[float,
     return best, spent
 
 
+def promote_replay(curves: list[list[float]], grace: int, eta: int, workers: int = 2) -> tuple[float, int]:
+    """ASHA with promotions (tuner/schedulers.py, its own `Rungs` bookkeeping) replayed on full-length
+    curves: `workers` slots, every epoch one time unit, trials started in order; a free slot takes a
+    promotion (highest rung first) before a new trial. Returns (best value seen, trial-epochs spent)."""
+    from tuner.schedulers import Rungs
+    from tuner.spec import SchedulerSpec
+
+    ms = SchedulerSpec("asha_promote", grace, eta).rungs(max(len(c) for c in curves))
+    rungs = Rungs(ms, eta, samples=len(curves))
+
+    def until(i: int, epoch: int) -> int:  # where trial i, now at `epoch`, stops next
+        return next((m for m in ms if epoch < m < len(curves[i])), len(curves[i]))
+
+    clock, running, started, best, spent = 0, [], 0, float("-inf"), 0  # running: (end time, trial, from epoch)
+    while True:
+        while len(running) < workers:
+            job = next(((int(p[0]), k) for k in reversed(range(len(ms))) for p in [rungs.promotable(k)] if p), None)
+            if job is not None:
+                rungs.promote(job[1], str(job[0]))
+                job = (job[0], ms[job[1]])
+            elif started < len(curves):
+                job, started = (started, 0), started + 1
+            else:
+                break
+            running.append((clock + until(*job) - job[1], *job))
+        if not running:
+            return best, spent
+        running.sort()
+        clock, i, epoch = running.pop(0)
+        to = until(i, epoch)
+        spent, best = spent + to - epoch, max(best, max(curves[i][:to]))
+        k = rungs.index(to)
+        if k is not None and to < len(curves[i]):
+            rungs.record(k, str(i), curves[i][to - 1])
+            if str(i) in rungs.promotable(k):  # inside the quota on arrival: goes on without a pause
+                rungs.promote(k, str(i))
+                running.append((clock + until(i, to) - to, i, to))
+
+
 def replay_table(path: str) -> str:
     with open(path) as fh:
         rows = json.load(fh)["rows"]
@@ -176,7 +216,7 @@ def replay_table(path: str) -> str:
 
 
 def replay_rows(rows: list[dict]) -> str:
-    """For every repeat with stored curves: ASHA schedules replayed on its random search (the same
+    """For every repeat with stored curves: both ASHA rules replayed on its random search (the same
     configs, run to full length): best / random best, and trial-epochs / full budget."""
     rows = [row for row in rows if row.get("random_curves")]
     if not rows:
@@ -185,16 +225,17 @@ def replay_rows(rows: list[dict]) -> str:
 
     per_repeat = [[row["random_curves"][k] for k in sorted(row["random_curves"], key=int)] for row in rows]
     max_t = max(len(c) for curves in per_repeat for c in curves)
-    lines = ["| grace | reduction | rungs | " + " | ".join(f"r{row['repeat']} ratio, fraction" for row in rows) + " |",
-             "|---|---|---|" + "---|" * len(rows)]
+    lines = ["| grace | reduction | rule | rungs | " + " | ".join(f"r{row['repeat']} ratio, fraction" for row in rows) + " |",
+             "|---|---|---|---|" + "---|" * len(rows)]
     for grace in (1, 2, 3, 4, 6):
         for eta in (2, 3, 4):
-            cells = []
-            for curves in per_repeat:
-                best, spent = asha_replay(curves, grace, eta)
-                cells.append(f"{best / max(max(c) for c in curves):.3f}, {spent / sum(len(c) for c in curves):.3f}")
-            rungs = SchedulerSpec("asha", grace, eta).rungs(max_t)
-            lines.append(f"| {grace} | {eta} | {', '.join(map(str, rungs)) or '-'} | " + " | ".join(cells) + " |")
+            for rule, replay in (("asha", asha_replay), ("asha_promote", promote_replay)):
+                cells = []
+                for curves in per_repeat:
+                    best, spent = replay(curves, grace, eta)
+                    cells.append(f"{best / max(max(c) for c in curves):.3f}, {spent / sum(len(c) for c in curves):.3f}")
+                rungs = SchedulerSpec(rule, grace, eta).rungs(max_t)
+                lines.append(f"| {grace} | {eta} | {rule} | {', '.join(map(str, rungs)) or '-'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -231,7 +272,7 @@ def summarize(rows: list[dict], args, load_start) -> dict:
     return {
         "benchmark": "search_efficiency", "smoke_test": args.smoke_test,
         "data": "bpr.yaml's synthetic default" if args.smoke_test else os.path.relpath(os.path.abspath(args.data), ROOT),
-        "spec": "search_spaces/bpr.yaml",
+        "spec": "search_spaces/bpr.yaml", "scheduler": scheduler_of_spec(),
         "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
         "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {args.repeats}")
                    + (f" --first-repeat {args.first_repeat}" if args.first_repeat else "")
@@ -250,6 +291,15 @@ def summarize(rows: list[dict], args, load_start) -> dict:
     }
 
 
+def scheduler_of_spec() -> str:
+    from tuner import spec as specmod
+
+    spec = specmod.load(SPEC)
+    sch = spec.scheduler
+    return (f"{sch.type}, grace {sch.grace_period}, reduction {sch.reduction_factor:g}, rungs at epochs "
+            f"{', '.join(map(str, sch.rungs(spec.max_epochs()))) or '-'}")
+
+
 def markdown(rec: dict) -> str:
     s = rec["summary"]
     yes = {True: "yes", False: "**no**"}
@@ -257,7 +307,8 @@ def markdown(rec: dict) -> str:
         f"# Search efficiency: ASHA + TPE vs random search run to full length ({rec['data']})",
         "",
         f"Command: `{rec['command']}` ({rec['cpu_count']} cores; load average at start "
-        f"{rec['loadavg_start'][0]:.2f}, at end {rec['loadavg_end'][0]:.2f}). Best = best validation NDCG@10 over "
+        f"{rec['loadavg_start'][0]:.2f}, at end {rec['loadavg_end'][0]:.2f}). Scheduler: "
+        f"{rec.get('scheduler', 'not recorded')}. Best = best validation NDCG@10 over "
         "all trials and epochs; epochs = trial-epochs spent (sum of epochs_run).",
         "",
         "| repeat | ASHA+TPE best | random best | ratio (>= 0.98) | ASHA epochs | random epochs | fraction (<= 0.35) "
@@ -278,9 +329,11 @@ def markdown(rec: dict) -> str:
     ]
     replay = replay_rows(rec["rows"])
     if replay:
-        lines += ["ASHA schedules replayed on each random search's full-length curves (`--replay`: Ray's rung rule, "
-                  "trials arriving in order; the first arrival at a rung always continues), ASHA + random sampling "
-                  "rather than TPE: best / random best, trial-epochs / random's:", "", replay, ""]
+        lines += ["ASHA schedules replayed on each random search's full-length curves (`--replay`), random "
+                  "sampling rather than TPE: `asha` is Ray's rung rule with trials arriving in order (the first "
+                  "arrival at a rung always continues); `asha_promote` is tuner/schedulers.py's promotion rule on "
+                  "2 workers, one time unit per epoch. Cells: best / random best, trial-epochs / random's:",
+                  "", replay, ""]
     reused = sorted({row["random_reused_from"] for row in rec["rows"] if row.get("random_reused_from")})
     if reused:
         lines += [f"Random searches reused from {', '.join(reused)} (same space and seeds; ASHA settings do not "

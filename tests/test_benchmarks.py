@@ -47,3 +47,14 @@ def test_asha_replay_follows_rays_rung_rule():
     assert se.asha_replay(curves, grace=1, eta=2) == (5, 4 + 1 + 4)
     assert se.asha_replay(curves, grace=4, eta=2) == (5, 12)  # no rung below max_t: every trial runs to the end
     assert se.asha_replay(curves[:2], grace=1, eta=2) == (4, 5)
+
+
+def test_promote_replay_uses_the_schedulers_promotion_rule():
+    import search_efficiency as se
+
+    # rungs at epochs 1 and 2 (4 is max_t); one worker: trial 0 waits at epoch 1 until trial 1 arrives
+    # (quota floor(2/2) = 1: trial 0 goes on, trial 1 is out), waits again at epoch 2; trial 2 beats it at
+    # both rungs and runs to the end: 1 + 1 + 1 + 4 epochs instead of Ray's rule's 4 + 1 + 4
+    curves = [[1, 2, 3, 4], [0, 0, 0, 5], [2, 3, 4, 5]]
+    assert se.promote_replay(curves, grace=1, eta=2, workers=1) == (5, 7)
+    assert se.promote_replay(curves, grace=4, eta=2, workers=2) == (5, 12)  # no rung: every trial runs to the end
