@@ -189,39 +189,47 @@ def test_cli_validate_and_set(tmp_path):
     assert p.returncode == 2 and "search.samples" in p.stderr
 
 
-def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
-    """Ctrl+C mid-sweep: clean stop, a resume hint, no RUNNING runs; `tuner resume` completes it."""
+def runs_where(client, query: str) -> list:
+    """Runs matching `query` in the first experiment; [] while the database is missing or mid-creation."""
+    try:
+        exps = client.search_experiments()
+        return client.search_runs([exps[0].experiment_id], query) if exps else []
+    except Exception:
+        return []
+
+
+def interrupt_sweep(tmp_path, body, ready) -> tuple:
+    """`tuner run` the spec in a subprocess, Ctrl+C it once ready(client) holds; (client, sweep_dir)."""
     import signal
     import time
 
-    # trials long enough (~5 s each) that the interrupt lands while one runs and others wait
-    body = {**SPEC, "name": "intr", "fixed": {"epochs": 15, "loss": "bpr", "batch_size": 64},
-            "data": {"synthetic": {"n_users": 1500, "n_items": 300, "mean_length": 12, "seed": 1}},
-            "search": {"samples": 4, "concurrency": 1, "seed": 0}, "scheduler": {"type": "fifo"}}
-    body["space"] = {"lr": body["space"]["lr"]}
     path = write_spec(tmp_path, body)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", path, "--output", str(out), "--quiet"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-
-    def completed() -> list:
-        try:  # the database may not exist yet, or be mid-creation
-            exps = client.search_experiments()
-            return client.search_runs([exps[0].experiment_id], "tags.status = 'completed'") if exps else []
-        except Exception:
-            return []
-
     deadline = time.time() + 150
-    while time.time() < deadline and not completed():  # one trial done, the next under way
-        time.sleep(1)
+    while time.time() < deadline and not ready(client):
+        time.sleep(0.5)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     hint = [l for l in err.splitlines() if "tuner resume" in l]
     assert hint, err[-2000:]
-    sweep_dir = hint[-1].split("tuner resume ")[-1].strip()
+    return client, hint[-1].split("tuner resume ")[-1].strip()
+
+
+def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
+    """Ctrl+C mid-sweep: clean stop, a resume hint, no RUNNING runs; `tuner resume` completes it."""
+    # trials long enough (~5 s each) that the interrupt lands while one runs and others wait
+    body = {**SPEC, "name": "intr", "fixed": {"epochs": 15, "loss": "bpr", "batch_size": 64},
+            "data": {"synthetic": {"n_users": 1500, "n_items": 300, "mean_length": 12, "seed": 1}},
+            "search": {"samples": 4, "concurrency": 1, "seed": 0}, "scheduler": {"type": "fifo"}}
+    body["space"] = {"lr": body["space"]["lr"]}
+    # one trial done, the next under way
+    client, sweep_dir = interrupt_sweep(tmp_path, body, lambda c: runs_where(c, "tags.status = 'completed'"))
+    out = tmp_path / "out"
 
     exp_id = client.search_experiments()[0].experiment_id
     runs = client.search_runs([exp_id])
@@ -245,6 +253,31 @@ def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
     meta = json.load(open(os.path.join(sweep_dir, "sweep.json")))
     study = optuna.load_study(study_name=meta["study_name"], storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_asha_promote_sweep_interrupted_with_paused_trials_resumes_to_the_end(tmp_path):
+    """Ctrl+C while trials wait at rungs: `tuner resume` restores them and the sweep finishes (no hang),
+    every trial FINISHED once, each epoch logged once."""
+    body = {**SPEC, "name": "intr-promote", "fixed": {"epochs": 8, "loss": "bpr", "batch_size": 64},
+            "data": {"synthetic": {"n_users": 1500, "n_items": 300, "mean_length": 12, "seed": 1}},
+            "space": {"lr": SPEC["space"]["lr"]}, "search": {"samples": 6, "concurrency": 1, "seed": 0},
+            "scheduler": {"type": "asha_promote", "grace_period": 1, "reduction_factor": 2}}  # rungs 1, 2
+
+    def trial_runs(c) -> list:
+        return runs_where(c, "tags.`tuner.trial_id` != ''")
+
+    # 4 trials started: the first ones wait at a rung by now
+    client, sweep_dir = interrupt_sweep(tmp_path, body, lambda c: len(trial_runs(c)) >= 4)
+    p = run_cli("resume", sweep_dir, "--quiet", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    kids = trial_runs(client)
+    assert len(kids) == 6 and all(r.info.status == "FINISHED" for r in kids)
+    for r in kids:
+        ran = int(r.data.tags["epochs_run"])
+        assert r.data.tags["status"] == ("completed" if ran == 8 else "stopped_early")
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_ndcg_10")]
+        assert sorted(steps) == list(range(1, ran + 1))
+    assert any(r.data.tags["status"] == "completed" for r in kids)
 
 
 def test_resume_of_a_missing_run_exits_2(tmp_path):
