@@ -110,6 +110,8 @@ BAD = {
                                   "scheduler.grace_period", "exceeds the most epochs a trial runs (3)"),
     "grace_period > searched epochs": (M + "space:\n  epochs: {type: int, low: 1, high: 4}\n"
                                        "scheduler: {grace_period: 5}\n", 4, "scheduler.grace_period", "(4)"),
+    "asha_promote without a space": (M + "scheduler: {type: asha_promote}\n", 2, "scheduler.type", "no `space`"),
+    "unknown scheduler": (M + "scheduler: {type: hyperband}\n", 2, "scheduler.type", "asha_promote"),
 }
 
 

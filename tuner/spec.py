@@ -466,6 +466,11 @@ def _check_cross(spec: Spec, line_of) -> None:
             f"{where(path, 'scheduler.grace_period', line_of('scheduler.grace_period'))}: "
             f"grace_period {spec.scheduler.grace_period} exceeds the most epochs a trial runs ({spec.max_epochs()})"
         )
+    if spec.scheduler.type == "asha_promote" and not names:
+        # without a searcher Ray's own generator counts paused trials against the concurrency: they would
+        # hold every slot while waiting for trials it never starts (and the trials would be identical anyway)
+        raise TunerError(f"{where(path, 'scheduler.type', line_of('scheduler.type'))}: asha_promote compares the "
+                         "configs of a searched space; this spec has no `space` (use asha or fifo)")
     if spec.search.algo == "tpe" and not names and spec.search.samples > 1:
         pass  # no search space: the sweep repeats the fixed config (e.g. a best-config file)
     # the model's own cross-field checks (e.g. loss x similarity combinations) on the default point
