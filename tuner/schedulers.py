@@ -117,9 +117,8 @@ class PromotionASHA(FIFOScheduler):
     def __init__(self, *, metric: str, mode: str, milestones: Sequence[int], reduction_factor: float,
                  samples: int, limiter: PauseAwareLimiter | None = None, time_attr: str = "epoch"):
         super().__init__()
-        self._metric, self._mode, self._time_attr = metric, mode, time_attr
+        self._metric, self._time_attr = metric, time_attr
         self.rungs = Rungs(milestones, reduction_factor, samples, mode)
-        self._samples = int(samples)
         self._limiter = limiter
         self._added = 0
 
@@ -174,7 +173,7 @@ class PromotionASHA(FIFOScheduler):
             if t.status == Trial.PAUSED and not self.rungs.knows(t.trial_id):
                 return t
         # 4. nothing runs and nothing is left to start: no rung can grow, so the waiting are out
-        if self._added >= self._samples and not any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials):
+        if self._added >= self.rungs.samples and not any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials):
             for k, tid in self.rungs.waiting():
                 self.rungs.out[tid] = k
                 t = by_id.get(tid)
