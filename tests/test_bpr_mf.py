@@ -1,5 +1,6 @@
 """BPR-MF: one table lookup per step gives the same scores everywhere; full CE runs blockwise."""
 
+import pytest
 import torch
 
 from trainables import MODELS
@@ -69,18 +70,92 @@ def test_lazy_adam_matches_sparse_adam_and_leaves_other_rows_alone():
     assert float(opt.state_dict()["state"][0]["step"]) == 3
 
 
-def test_sparse_adam_trains_bpr_and_refuses_full_ce():
-    import pytest
-
+@pytest.mark.parametrize("fused", [False, True])
+def test_sparse_adam_trains_bpr_and_refuses_full_ce(fused):
     from tuner.errors import TunerError
 
     data = synthetic.generate(n_users=60, n_items=40, mean_length=8)
     entry = MODELS["bpr_mf"]
     cfg = entry.make_config({"optimizer": "sparse_adam", "dim": 8, "batch_size": 64, "lr": 0.05})
     r = entry.recipe(cfg, data, torch.device("cpu"))
+    if fused:
+        _need_kernels(r)
+    else:
+        r.fused = None  # the torch path: LazyAdam.step on nn.Embedding's sparse gradients
     gen = torch.Generator().manual_seed(0)
     losses = [r.train_epoch(e, gen)["train_loss"] for e in range(1, 6)]
     assert losses[-1] < 0.8 * losses[0]
-    assert r.model.item.weight.grad.is_sparse
+    assert (r.model.item.weight.grad is None) if fused else r.model.item.weight.grad.is_sparse
     with pytest.raises(TunerError, match="sparse_adam needs a sampled loss"):
         entry.make_config({"optimizer": "sparse_adam", "loss": "ce"})
+
+
+def _need_kernels(recipe):
+    if recipe.fused is None:
+        pytest.skip("no C compiler here: the fused step is off and the torch path runs")
+
+
+@pytest.mark.parametrize("loss,k,wd", [("bpr", 1, 0.0), ("bpr", 3, 0.01), ("bce", 2, 0.0), ("sampled_softmax", 4, 0.05)])
+def test_fused_step_equals_lazy_adam_on_sparse_gradients(loss, k, wd):
+    """Same losses, tables and Adam moments as the torch path, epoch after epoch (duplicate rows in
+    every batch: a tiny catalogue), so either path can resume the other's checkpoint."""
+    data = synthetic.generate(n_users=50, n_items=30, mean_length=8)
+    entry = MODELS["bpr_mf"]
+    cfg = entry.make_config({"optimizer": "sparse_adam", "loss": loss, "n_negatives": k, "weight_decay": wd,
+                             "dim": 6, "batch_size": 32, "lr": 0.03})
+    runs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        r = entry.recipe(cfg, data, torch.device("cpu"))
+        if fused:
+            _need_kernels(r)
+        else:
+            r.fused = None
+        gen = torch.Generator().manual_seed(0)
+        runs.append(([r.train_epoch(e, gen)["train_loss"] for e in range(1, 4)], r))
+    (loss_f, rf), (loss_t, rt) = runs
+    assert loss_f == pytest.approx(loss_t, rel=1e-5)
+    # 30 steps of float32 in another summation order: differences of a few ulps, grown by Adam
+    torch.testing.assert_close(rf.model.state_dict(), rt.model.state_dict(), rtol=1e-4, atol=1e-5)
+    sf, st = rf.optimizer.state_dict(), rt.optimizer.state_dict()
+    assert sf["param_groups"] == st["param_groups"]
+    torch.testing.assert_close(sf["state"], st["state"], rtol=1e-4, atol=1e-6)
+    assert float(sf["state"][0]["step"]) == 3 * -(-data.n_train // 32)  # one Adam step per batch
+
+
+def test_fused_step_leaves_rows_it_did_not_look_up():
+    data = synthetic.generate(n_users=50, n_items=30, mean_length=8)
+    entry = MODELS["bpr_mf"]
+    torch.manual_seed(0)
+    r = entry.recipe(entry.make_config({"optimizer": "sparse_adam", "n_negatives": 2, "dim": 4}), data,
+                     torch.device("cpu"))
+    _need_kernels(r)
+    before = [t.weight.detach().clone() for t in (r.model.user, r.model.item)]
+    users, items = torch.tensor([3, 3, 7]), torch.tensor([[1, 2, 2], [5, 1, 9], [0, 2, 4]])  # duplicates sum
+    pos, neg, _ = r.fused.scores(users, items)
+    torch.testing.assert_close(torch.cat([pos[:, None], neg], 1), r.model(users, items)[0].detach())
+    r.fused.step(users, items, *torch.autograd.grad(r.loss.fn(pos, neg), (pos, neg)), 0.0)
+    for t, old, seen in ((r.model.user, before[0], [3, 7]), (r.model.item, before[1], [0, 1, 2, 4, 5, 9])):
+        moved = (t.weight.detach() != old).any(1)
+        assert moved.nonzero().flatten().tolist() == seen
+    assert (r.fused.slots[0] == -1).all() and (r.fused.slots[1] == -1).all()  # workspace ready for the next step
+
+
+def test_kernels_fall_back_when_off_or_unbuildable(monkeypatch, tmp_path):
+    from trainables import kernels
+
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path))
+    try:
+        kernels.load.cache_clear()
+        monkeypatch.setenv("TUNER_KERNELS", "0")
+        assert kernels.load() is None
+        kernels.load.cache_clear()
+        monkeypatch.setenv("TUNER_KERNELS", "1")
+        monkeypatch.setenv("CC", "false")  # a compiler that fails: one warning, then the torch path
+        with pytest.warns(RuntimeWarning, match="C kernels unavailable"):
+            assert kernels.load() is None
+        r = MODELS["bpr_mf"].recipe(MODELS["bpr_mf"].make_config({"optimizer": "sparse_adam"}),
+                                    synthetic.generate(n_users=20, n_items=10, mean_length=4), torch.device("cpu"))
+        assert r.fused is None
+    finally:
+        kernels.load.cache_clear()

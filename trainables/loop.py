@@ -43,6 +43,15 @@ class LazyAdam(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
 
+    def advance(self, p: torch.Tensor) -> tuple[dict, float]:
+        """p's state (moments created on first use) with its step count advanced: (state, t)."""
+        st = self.state[p]
+        if not st:
+            st["step"] = torch.zeros((), dtype=torch.float64)
+            st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        st["step"] += 1
+        return st, float(st["step"])
+
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
@@ -52,12 +61,7 @@ class LazyAdam(torch.optim.Optimizer):
                     continue
                 if not p.grad.is_sparse:
                     raise RuntimeError("LazyAdam needs sparse gradients (nn.Embedding(..., sparse=True))")
-                st = self.state[p]
-                if not st:
-                    st["step"] = torch.zeros((), dtype=torch.float64)
-                    st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
-                st["step"] += 1
-                t = float(st["step"])
+                st, t = self.advance(p)
                 # [R] sorted distinct rows looked up; inv [L] maps each lookup to its row
                 rows, inv = torch.unique(p.grad._indices()[0], return_inverse=True)
                 g = p.new_zeros((rows.shape[0], *p.shape[1:])).index_add_(0, inv, p.grad._values())  # [R, D]
@@ -133,7 +137,7 @@ class Recipe:
 
     @staticmethod
     def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
-        if not torch.isfinite(loss):
+        if not math.isfinite(float(loss.detach())):  # one scalar read; bool(torch.isfinite(loss)) costs 2 ops more
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch}, step {step}")
 
 
