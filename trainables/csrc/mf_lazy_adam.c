@@ -16,12 +16,13 @@
 
 #define AHEAD 8 /* rows prefetched ahead: random rows miss the caches, so keep several loads in flight */
 
-static inline void prefetch_row(const float *row, int64_t W, int write)
-{
-    for (int64_t d = 0; d < W; d += 16) /* one cache line holds 16 floats */
-        if (write) __builtin_prefetch(row + d, 1); else __builtin_prefetch(row + d, 0);
-    __builtin_prefetch(row + W - 1, write);
-}
+/* every cache line of a row of W floats (16 a line; the row need not start on a line), for
+   reading (RW 0) or writing (RW 1): __builtin_prefetch takes RW only as a constant */
+#define PREFETCH_ROW(row, W, RW)                                                                   \
+    do {                                                                                           \
+        for (int64_t d_ = 0; d_ < (W); d_ += 16) __builtin_prefetch((row) + d_, RW);             \
+        __builtin_prefetch((row) + (W) - 1, RW);                                                   \
+    } while (0)
 
 /* scores s [B, K] of the lookups; returns the sum of squared factor norms over all lookups
    (sum_b |P[u_b]|^2 + sum_bk |Q[it_bk, :D]|^2: the bias is not penalised), for the L2 term. */
@@ -32,8 +33,8 @@ double mf_scores(const float *P, const float *Q, const int64_t *u, const int64_t
     double sq = 0.0;
     for (int64_t b = 0; b < B; ++b) {
         if (b + AHEAD < B) {
-            prefetch_row(P + u[b + AHEAD] * D, D, 0);
-            for (int64_t k = 0; k < K; ++k) prefetch_row(Q + it[(b + AHEAD) * K + k] * W, W, 0);
+            PREFETCH_ROW(P + u[b + AHEAD] * D, D, 0);
+            for (int64_t k = 0; k < K; ++k) PREFETCH_ROW(Q + it[(b + AHEAD) * K + k] * W, W, 0);
         }
         const float *p = P + u[b] * D;
         float pp = 0.f;
@@ -76,7 +77,9 @@ static void adam_rows(float *X, float *M, float *V, int64_t W, const float *G, c
     for (int64_t r = 0; r < n; ++r) {
         if (r + AHEAD < n) {
             const int64_t ahead = rows[r + AHEAD] * W;
-            prefetch_row(X + ahead, W, 1), prefetch_row(M + ahead, W, 1), prefetch_row(V + ahead, W, 1);
+            PREFETCH_ROW(X + ahead, W, 1);
+            PREFETCH_ROW(M + ahead, W, 1);
+            PREFETCH_ROW(V + ahead, W, 1);
         }
         const int64_t row = rows[r];
         float *x = X + row * W, *m = M + row * W, *v = V + row * W;
@@ -109,8 +112,8 @@ void mf_lazy_adam(float *P, float *mP, float *vP, float *Q, float *mQ, float *vQ
     int64_t nP = 0, nQ = 0;
     for (int64_t b = 0; b < B; ++b) {
         if (b + AHEAD < B) {
-            prefetch_row(P + u[b + AHEAD] * D, D, 0);
-            for (int64_t k = 0; k < K; ++k) prefetch_row(Q + it[(b + AHEAD) * K + k] * W, W, 0);
+            PREFETCH_ROW(P + u[b + AHEAD] * D, D, 0);
+            for (int64_t k = 0; k < K; ++k) PREFETCH_ROW(Q + it[(b + AHEAD) * K + k] * W, W, 0);
         }
         const float *p = P + u[b] * D;
         float *gp = grad_row(slotP, u[b], gP, D, rowsP, &nP);
