@@ -153,11 +153,12 @@ class BPRMFRecipe(Recipe):
                 touched = [a[:, : cfg.dim], model.item(i)[:, : cfg.dim]]
             else:
                 neg = torch.randint(n, (u.shape[0], cfg.n_negatives), generator=gen, device=self.device)  # [B, K]
+                ids = torch.cat([i[:, None], neg], dim=1)  # [B, 1+K]: the positive, then the negatives
                 if self.fused is not None:
-                    total += self.fused_step(u, torch.cat([i[:, None], neg], dim=1), epoch, step)
+                    total += self.fused_step(u, ids, epoch, step)
                     steps += 1
                     continue
-                scores, p, q = model(u, torch.cat([i[:, None], neg], dim=1))  # [B, 1+K], [B, D], [B, 1+K, D]
+                scores, p, q = model(u, ids)  # [B, 1+K], [B, D], [B, 1+K, D]
                 loss = self.loss.fn(scores[:, 0], scores[:, 1:])
                 touched = [p, q]
             if cfg.weight_decay > 0:
