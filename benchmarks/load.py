@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     import yaml
     from tuner import spec as specmod
-    from tuner import sweep
+    from tuner import cluster, sweep
 
     out = tempfile.mkdtemp()
     body = {
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
             samples.append((time.time() - t0, rss_mb()))
             stop.wait(1.0)
 
-    sweep.init_ray(None, 0)
+    cluster.start(None, 0)
     t_ray = time.time() - t0
     th = threading.Thread(target=sample, daemon=True)
     th.start()

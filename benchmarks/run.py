@@ -88,13 +88,13 @@ def child_metrics(uri: str, parent: str, key: str) -> list:
 
 def run_ttq(args, tmp: str) -> list:
     from tuner import spec as specmod
-    from tuner import sweep
+    from tuner import cluster, sweep
 
     epochs = 2 if args.smoke_test else args.ttq_epochs
     path = smoke_file(tmp, args.data) if args.smoke_test else args.data
     spec = specmod.load(TTQ_SPEC, {"data.path": os.path.abspath(path), "fixed.epochs": epochs,
                                    "resources.cpu": os.cpu_count()})
-    sweep.init_ray(None, 0)
+    cluster.start(None, 0)
     t0 = time.time()
     res = sweep.run(spec, output=os.path.join(tmp, "runs"), verbose=0)
     wall = time.time() - t0
@@ -229,11 +229,11 @@ def plain(job_path: str) -> None:
 
 def run_overhead(args, tmp: str) -> list:
     from tuner import spec as specmod
-    from tuner import sweep
+    from tuner import cluster, sweep
 
     path = smoke_file(tmp, args.data) if args.smoke_test else args.data
     epochs = 2 if args.smoke_test else 5
-    sweep.init_ray(None, 0)
+    cluster.start(None, 0)
     walls, configs = {}, None
     for c in (1, 2):
         spec = specmod.load(write_spec(tmp, overhead_spec(tmp, path, c, epochs)))

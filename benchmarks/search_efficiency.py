@@ -64,12 +64,12 @@ def main(argv=None) -> int:
         print(f"benchmarks/search_efficiency.py: data file not found: {args.data}", file=sys.stderr)
         return 2
 
-    from tuner import sweep
+    from tuner import cluster, sweep
 
     repeats = 1 if args.smoke_test else args.repeats
     reused = random_arms(args.reuse_random) if args.reuse_random else {}
     load_start = os.getloadavg()
-    sweep.init_ray(None, 0)  # once, so neither sweep's wall time includes Ray's start
+    cluster.start(None, 0)  # once, so neither sweep's wall time includes Ray's start
     rows = []
     with tempfile.TemporaryDirectory(prefix="search_efficiency-") as tmp:
         for r in range(args.first_repeat, args.first_repeat + repeats):

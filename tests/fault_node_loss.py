@@ -3,6 +3,7 @@ worker node is removed while trials run. Prints one JSON line with what happened
 
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -31,41 +32,46 @@ with open(path, "w") as fh:
     yaml.safe_dump(body, fh)
 spec = specmod.load(path)
 
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-worker = cluster.add_node(num_cpus=1)
-ray.init(address=cluster.address)
-cluster.wait_for_nodes()
 removed = {}
 
 
-def kill_worker_mid_sweep():
-    client = None
-    deadline = time.time() + 120
-    while time.time() < deadline:  # both trials have reported at least 2 epochs
-        time.sleep(0.5)
-        try:
-            client = client or MlflowClient(f"sqlite:///{os.path.join(out, 'runs', 'mlflow.db')}")
-            exps = client.search_experiments()
-            runs = client.search_runs([exps[0].experiment_id], "tags.`tuner.trial_id` != ''") if exps else []
-            if len(runs) == 2 and all(float(r.data.tags.get("epochs_run", 0)) >= 2 for r in runs):
-                break
-        except Exception:
-            continue
-    cluster.remove_node(worker)
-    removed["at"] = time.time()
+def main():
+    def kill_worker_mid_sweep():
+        client = None
+        deadline = time.time() + 120
+        while time.time() < deadline:  # both trials have reported at least 2 epochs
+            time.sleep(0.5)
+            try:
+                client = client or MlflowClient(f"sqlite:///{os.path.join(out, 'runs', 'mlflow.db')}")
+                exps = client.search_experiments()
+                runs = client.search_runs([exps[0].experiment_id], "tags.`tuner.trial_id` != ''") if exps else []
+                if len(runs) == 2 and all(float(r.data.tags.get("epochs_run", 0)) >= 2 for r in runs):
+                    break
+            except Exception:
+                continue
+        cluster.remove_node(worker)
+        removed["at"] = time.time()
+
+    threading.Thread(target=kill_worker_mid_sweep, daemon=True).start()
+    res = sweep.run(spec, output=os.path.join(out, "runs"), verbose=0)
+    client = MlflowClient(res.tracking_uri)
+    kids = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    steps = {r.data.tags["tuner.trial_number"]: [m.step for m in client.get_metric_history(r.info.run_id, "val_ndcg_10")]
+             for r in kids}
+    print(json.dumps({
+        "removed": bool(removed), "children": len(kids), "statuses": sorted(r.data.tags["status"] for r in kids),
+        "run_status": sorted(r.info.status for r in kids), "restarts": res.table["restarts"].tolist(),
+        "steps": steps,
+    }))
 
 
-threading.Thread(target=kill_worker_mid_sweep, daemon=True).start()
-res = sweep.run(spec, output=os.path.join(out, "runs"), verbose=0)
-client = MlflowClient(res.tracking_uri)
-kids = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
-steps = {r.data.tags["tuner.trial_number"]: [m.step for m in client.get_metric_history(r.info.run_id, "val_ndcg_10")]
-         for r in kids}
-print(json.dumps({
-    "removed": bool(removed), "children": len(kids), "statuses": sorted(r.data.tags["status"] for r in kids),
-    "run_status": sorted(r.info.status for r in kids), "restarts": res.table["restarts"].tolist(),
-    "steps": steps,
-}))
-ray.shutdown()
-cluster.shutdown()
-sys.exit(0)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+try:
+    worker = cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address)
+    cluster.wait_for_nodes()
+    main()
+finally:  # also when the test kills us at its timeout (SIGTERM): no cluster outlives this script
+    ray.shutdown()
+    cluster.shutdown()

@@ -2,20 +2,18 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from helpers import run_script
 
 pytestmark = pytest.mark.ray
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_worker_node_loss_resumes_trials_from_checkpoints():
-    p = subprocess.run([sys.executable, os.path.join(HERE, "fault_node_loss.py")], capture_output=True,
-                       text=True, timeout=400)
-    assert p.returncode == 0, p.stderr[-3000:]
-    got = json.loads(p.stdout.strip().splitlines()[-1])
+    code, out, err = run_script([os.path.join(HERE, "fault_node_loss.py")], timeout=400)
+    assert code == 0, err[-3000:]
+    got = json.loads(out.strip().splitlines()[-1])
     assert got["removed"], "the worker node was never removed"
     assert got["children"] == 2  # MLflow shows each trial once
     assert got["statuses"] == ["completed", "completed"] and got["run_status"] == ["FINISHED", "FINISHED"]

@@ -156,6 +156,7 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
     }
     uri = a.tracking.uri or tracking.default_uri(output)
     tracking.check_reachable(uri)
+    sweep.start_ray(a, address, verbose)
     os.makedirs(output, exist_ok=True)
     client, exp_id = tracking.connect(uri, "compare", os.path.join(output, "mlartifacts"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -191,7 +192,6 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
     )
     status = "failed"
     try:
-        sweep.init_ray(address, verbose)
         grid = tuner.fit()
         per_seed: dict[str, dict[int, dict[str, float]]] = {"A": {}, "B": {}}
         for r in grid:

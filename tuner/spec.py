@@ -542,3 +542,11 @@ def dump_fixed(spec: Spec, config: Mapping[str, Any]) -> str:
     if spec.data.source != "synthetic":
         out["data"].pop("synthetic", None)
     return yaml.safe_dump(out, sort_keys=False)
+
+
+def check_resources(spec: Spec, cpus: float, gpus: float) -> None:
+    """A trial that asks for more than the largest node has would wait forever: refuse it now."""
+    for key, want, have in (("cpu", spec.resources.cpu, cpus), ("gpu", spec.resources.gpu, gpus)):
+        if want > have:
+            raise TunerError(f"{spec.path}: resources.{key}: each trial asks for {want:g} but the largest "
+                             f"Ray node has {have:g}; lower it or join a larger cluster (--address)")

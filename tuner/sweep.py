@@ -35,6 +35,7 @@ from analysis.report import write_report
 from analysis.trials import trials_table
 from trainables import loop
 from trainables.ray_trainable import STATE_FILE, train
+from tuner import cluster
 from tuner import config as cfgmod
 from tuner import metrics as M
 from tuner import spec as specmod
@@ -124,15 +125,10 @@ def baseline(data: Dataset, ks) -> dict[str, dict[str, float]]:
     return {s: M.popularity(counts, data.split(s), ks) for s in ("valid", "test")}
 
 
-def init_ray(address: str | None, verbose: int) -> None:
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=verbose >= 2,
-                                  configure_logging=True, logging_level=logging.WARNING)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(**kwargs)
+def start_ray(spec: Spec, address: str | None, verbose: int) -> None:
+    """A private local Ray, or the named cluster; then refuse trials no node could ever hold."""
+    cluster.start(address, verbose)
+    specmod.check_resources(spec, *cluster.largest_node())
 
 
 class Interrupted(Exception):
@@ -208,6 +204,7 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
 
     uri = spec.tracking.uri or tracking.default_uri(output)
     tracking.check_reachable(uri)  # before anything is written
+    start_ray(spec, address, verbose)
     os.makedirs(output, exist_ok=True)
     client, exp_id = tracking.connect(uri, spec.tracking.experiment or spec.name, os.path.join(output, "mlartifacts"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -278,6 +275,7 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1) -> t
     data = entry.dataset(spec)
     base = baseline(data, spec.eval.ks) if entry.task == "ranking" else {}
     uri = meta["tracking_uri"]
+    start_ray(spec, address, verbose)
     client, exp_id = tracking.connect(uri, spec.tracking.experiment or spec.name,
                                       os.path.join(meta["output"], "mlartifacts"))
     pid = meta["parent_run_id"]
@@ -311,7 +309,6 @@ def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResu
     searched = tuple(p.name for p in spec.space)
     status = "failed"
     try:
-        init_ray(address, verbose)
         grid = tuner.fit()
         trials = grid._experiment_analysis.trials
         if len(trials) < spec.search.samples or any(t.status not in ("TERMINATED", "ERROR") for t in trials):
