@@ -7,6 +7,7 @@ anything is written. Ray, MLflow and torch load only for commands that need them
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Sequence
 
@@ -284,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except TunerError as e:
         print(f"tuner: error: {e}", file=sys.stderr)
+        if getattr(e, "exit_now", False):  # e.g. a thread still blocked in Ray: nothing to clean up, yet
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)

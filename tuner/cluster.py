@@ -76,6 +76,13 @@ def _probe(address: str, timeout: float) -> None:
                          f"({reason} within {timeout:g}s; TUNER_RAY_CONNECT_TIMEOUT sets the limit)") from None
 
 
+class Unanswered(TunerError):
+    """Ray is still blocked joining a cluster on another thread: the CLI prints this line and ends the
+    process at once (nothing is written yet; a normal exit would wait on Ray and log its retries)."""
+
+    exit_now = True
+
+
 def _init_within(timeout: float, address: str, **kwargs: Any) -> None:
     """ray.init(address=...) that gives up after `timeout` s (Ray itself retries for minutes)."""
     import ray
@@ -90,9 +97,17 @@ def _init_within(timeout: float, address: str, **kwargs: Any) -> None:
         finally:
             done.set()
 
-    threading.Thread(target=join, name="tuner-ray-join", daemon=True).start()
-    if not done.wait(timeout):
-        raise TunerError(f"--address {address[:80]}: the Ray cluster did not accept us within {timeout:g}s")
+    worker_log = logging.getLogger("ray._private.worker")  # "SIGTERM handler is not set ... not the main thread"
+    level = worker_log.level
+    worker_log.setLevel(logging.ERROR)
+    try:
+        threading.Thread(target=join, name="tuner-ray-join", daemon=True).start()
+        answered = done.wait(timeout)
+    finally:
+        worker_log.setLevel(level)
+    if not answered:
+        raise Unanswered(f"--address {address[:80]}: the Ray cluster did not accept us within {timeout:g}s "
+                         "(TUNER_RAY_CONNECT_TIMEOUT sets the limit)")
     if failure:
         first = (str(failure[0]).strip().splitlines() or [type(failure[0]).__name__])[0]
         raise TunerError(f"--address {address[:80]}: cannot join the Ray cluster: {first[:160]}")
