@@ -65,6 +65,7 @@ def analyze(run: str, *, tracking_uri: str | None = None, out_dir: str | None = 
         raise TunerError(f"{run}: run {parent_id} is not a tuner sweep (no tuner.role=sweep tag)")
     metric = parent.data.params.get("metric", "val_ndcg_10")
     mode = parent.data.params.get("mode", "max")
+    reference = parent.data.metrics.get(f"popularity_valid_{metric.removeprefix('val_')}")  # as the stopper saw it
     searched = [k for k in parent.data.params.get("searched", "-").split(",") if k and k != "-"]
     kids = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
                               max_results=10000)
@@ -76,7 +77,7 @@ def analyze(run: str, *, tracking_uri: str | None = None, out_dir: str | None = 
         hist = _history(client, r.info.run_id, [metric, *HISTORY_KEYS])
         histories[number] = hist
         values = hist[metric] if metric in hist else pd.Series(dtype=float)
-        diag = first_diagnosis(hist, metric, mode, cfg) if len(hist) else None
+        diag = first_diagnosis(hist, metric, mode, cfg, reference) if len(hist) else None
         row = {
             "trial": number, "run_id": r.info.run_id, "status": tags.get("status", "?"),
             "stop_reason": tags.get("stop_reason", ""), "epochs_run": int(tags.get("epochs_run", len(hist))),

@@ -57,6 +57,10 @@ class DiagnoseConfig:
     # Slow starters (gBCE, see ANCHORS.md) need a larger mismatch_epochs.
     mismatch_epochs: int = 6
     mismatch_gain: float = 0.10
+    # A plateau at the top is convergence, not a pathology: the stopper never ends a trial for
+    # stuck or mismatch while its best metric so far is within `leader_tol` (relative) of the
+    # best any other trial had reached by the same epoch (a sweep's leader was once stopped so).
+    leader_tol: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -171,13 +175,20 @@ def _dominated(history: Sequence[Mapping[str, Any]], cfg: DiagnoseConfig) -> str
     return None
 
 
-def _mismatch(loss: list[float], vals: list[float], metric: str, mode: str, cfg: DiagnoseConfig) -> str | None:
+def _mismatch(loss: list[float], vals: list[float], metric: str, mode: str, cfg: DiagnoseConfig,
+              reference: float | None = None) -> str | None:
     n = cfg.mismatch_epochs
     if n <= 0 or len(loss) < n + 1 or len(vals) < n + 1:
         return None
     recent = loss[-n - 1:]
     if not all(b < a and not _close(a, b, cfg.stuck_tol) for a, b in zip(recent, recent[1:])):
         return None
+    if reference is not None:  # seed 002: the metric stalls near the popularity baseline
+        if _gain(reference, _best(vals, mode), mode) > cfg.mismatch_gain:
+            return None
+        return (f"train_loss fell {n} epochs in a row ({recent[0]:.4g} -> {recent[-1]:.4g}) while {metric} stayed "
+                f"within {cfg.mismatch_gain:.0%} of the popularity baseline ({reference:.4g}; best "
+                f"{_best(vals, mode):.4g}): the loss does not optimise the ranking (seed 002: full cross-entropy vs BPR)")
     # "never beat its first epoch": a metric that rose and then plateaued is ASHA's business.
     if _gain(vals[0], _best(vals, mode), mode) > cfg.mismatch_gain:
         return None
@@ -192,8 +203,9 @@ def _mismatch(loss: list[float], vals: list[float], metric: str, mode: str, cfg:
 
 # -- public API -----------------------------------------------------------------------------
 def diagnose(history: Sequence[Mapping[str, Any]], metric: str, mode: str = "max",
-             cfg: DiagnoseConfig = DiagnoseConfig()) -> Diagnosis | None:
-    """The pathology visible at the latest epoch of `history`, or None if it looks healthy."""
+             cfg: DiagnoseConfig = DiagnoseConfig(), reference: float | None = None) -> Diagnosis | None:
+    """The pathology visible at the latest epoch of `history`, or None if it looks healthy.
+    `reference`: the metric's popularity baseline (validation), if the task has one."""
     if not cfg.enabled or not history:
         return None
     last = history[-1]
@@ -203,7 +215,7 @@ def diagnose(history: Sequence[Mapping[str, Any]], metric: str, mode: str = "max
         ("collapsed", lambda: _collapsed(loss, vals, metric, mode, last, cfg)),
         ("stuck", lambda: _stuck(history, loss, cfg)),
         ("dominated", lambda: _dominated(history, cfg)),
-        ("mismatch", lambda: _mismatch(loss, vals, metric, mode, cfg)),
+        ("mismatch", lambda: _mismatch(loss, vals, metric, mode, cfg, reference)),
     ):
         text = reason()
         if text:
@@ -212,7 +224,7 @@ def diagnose(history: Sequence[Mapping[str, Any]], metric: str, mode: str = "max
 
 
 def first_diagnosis(history: Sequence[Mapping[str, Any]] | Any, metric: str, mode: str = "max",
-                    cfg: DiagnoseConfig = DiagnoseConfig()) -> Diagnosis | None:
+                    cfg: DiagnoseConfig = DiagnoseConfig(), reference: float | None = None) -> Diagnosis | None:
     """Replay a finished history: the first epoch at which a check fires, or None.
 
     `history` may be a DataFrame (Result.metrics_dataframe, MLflow histories joined on epoch);
@@ -223,10 +235,31 @@ def first_diagnosis(history: Sequence[Mapping[str, Any]] | Any, metric: str, mod
         history = [{k: v for k, v in r.items() if not (isinstance(v, float) and math.isnan(v))}
                    for r in history.to_dict("records")]
     for i in range(1, len(history) + 1):
-        d = diagnose(history[:i], metric, mode, cfg)
+        d = diagnose(history[:i], metric, mode, cfg, reference)
         if d:
             return d
     return None
+
+
+class PeerBests:
+    """Per epoch, each trial's best metric so far: is a trial at (or near) the top of its peers?"""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.at: dict[int, dict[str, float]] = {}  # epoch -> trial_id -> best so far
+
+    def add(self, trial_id: str, epoch: int, best: float) -> None:
+        self.at.setdefault(epoch, {})[trial_id] = best
+
+    def leads(self, trial_id: str, epoch: int, best: float, tol: float) -> bool:
+        """True if no other trial had beaten `best` by more than `tol` (relative) at this epoch.
+        A trial alone at its epoch has no peers to lead: the checks alone decide."""
+        others = [v for t, v in self.at.get(epoch, {}).items() if t != trial_id and math.isfinite(v)]
+        if not others:
+            return False
+        top = _best(others, self.mode)
+        margin = tol * abs(top)
+        return best >= top - margin if self.mode == "max" else best <= top + margin
 
 
 def _make_stopper():
@@ -241,10 +274,12 @@ def _make_stopper():
         trial.last_result, so TrialRuns.on_trial_complete's `last.get("stop_reason")` tags it.
         """
 
-        def __init__(self, metric: str, mode: str = "max", cfg: DiagnoseConfig = DiagnoseConfig()):
-            self.metric, self.mode, self.cfg = metric, mode, cfg
+        def __init__(self, metric: str, mode: str = "max", cfg: DiagnoseConfig = DiagnoseConfig(),
+                     reference: float | None = None):
+            self.metric, self.mode, self.cfg, self.reference = metric, mode, cfg, reference
             self.histories: dict[str, list[dict[str, float]]] = {}
             self.reasons: dict[str, Diagnosis] = {}
+            self.peers = PeerBests(mode)
 
         def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
             if not self.cfg.enabled:
@@ -258,8 +293,12 @@ def _make_stopper():
                 hist[:] = [r for r in hist if r.get("epoch", -math.inf) < epoch]
             # keep numbers only: results also carry the config and Ray's bookkeeping
             hist.append({k: v for k, v in result.items() if isinstance(k, str) and _num(v) is not None})
-            found = diagnose(hist, self.metric, self.mode, self.cfg)
-            if found is None:
+            vals = _series(hist, self.metric)
+            if epoch is not None and vals:
+                self.peers.add(trial_id, int(epoch), _best(vals, self.mode))
+            found = diagnose(hist, self.metric, self.mode, self.cfg, self.reference)
+            if found is None or (found.name in ("stuck", "mismatch") and epoch is not None and vals
+                                 and self.peers.leads(trial_id, int(epoch), _best(vals, self.mode), self.cfg.leader_tol)):
                 return False
             self.reasons[trial_id] = found
             result["stop_reason"] = str(found)

@@ -143,6 +143,46 @@ def test_mismatch_in_min_mode():
     assert diagnose(h, "val_loss", "min") is None
 
 
+# The default sweep's leader (issue 17): val NDCG@10 0.095 -> 0.101 in 7 epochs while BPR's loss
+# fell every epoch. +6% on epoch 1 is under mismatch_gain, but it led the sweep: converged, not broken.
+LEADER_NDCG = [0.0950, 0.0990, 0.1005, 0.1010, 0.1008, 0.1010, 0.1009]
+
+
+def test_mismatch_against_popularity_spares_a_plateau_far_above_it():
+    h = hist(linear(0.69, 0.40, 7), LEADER_NDCG)
+    assert first_diagnosis(h, M).name == "mismatch"  # the old rule: gain over epoch 1 only
+    assert first_diagnosis(h, M, reference=0.0331) is None  # 3x the popularity baseline: not seed 002
+    d = first_diagnosis(hist(linear(8.99, 8.57, 7), SEED_002_NDCG), M, reference=0.0068)
+    assert d is not None and d.name == "mismatch" and "popularity baseline (0.0068" in d.reason
+
+
+def feed(stop, trial, losses, vals):
+    return [stop(trial, r) for r in hist(losses, vals)]
+
+
+def test_stopper_never_stops_the_leader_for_mismatch_or_stuck():
+    """Without a reference the old rule fires on the leader's curve; its peers' curves overrule it."""
+    stop = PathologyStopper(M, "max")
+    feed(stop, "slow", linear(0.69, 0.60, 7), linear(0.03, 0.06, 7))
+    assert not any(feed(stop, "leader", linear(0.69, 0.40, 7), LEADER_NDCG))
+    assert "leader" not in stop.reasons
+    flat = [0.3133] * 7  # stuck at a floor, yet the best at every epoch: left to ASHA
+    assert not any(feed(stop, "flat-leader", flat, [0.2] * 7))
+
+
+def test_stopper_still_stops_a_lagging_trial_with_the_same_shape():
+    stop = PathologyStopper(M, "max")
+    feed(stop, "leader", linear(0.69, 0.40, 7), linear(0.05, 0.20, 7))
+    assert feed(stop, "lagging", linear(0.69, 0.40, 7), LEADER_NDCG)[-1] is True
+    assert stop.reasons["lagging"].name == "mismatch"
+
+
+def test_stopper_uses_the_popularity_reference():
+    stop = PathologyStopper(M, "max", reference=0.0068)
+    assert feed(stop, "ce", linear(8.99, 8.57, 7), SEED_002_NDCG)[-1] is True
+    assert "popularity baseline" in stop.reasons["ce"].reason
+
+
 # -- config ---------------------------------------------------------------------------------
 def test_disabled_and_zero_turn_checks_off():
     stuck = hist([0.3133] * 6, [0.004] * 6)

@@ -246,7 +246,9 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
         run_config=tune.RunConfig(
             name="ray", storage_path=sweep_dir, callbacks=[runs_cb], verbose=verbose,
             # ends stuck / collapsed / diverged / mismatched / dominated trials early, with a reason
-            stop=PathologyStopper(spec.metric.name, spec.metric.mode, spec.diagnose) if spec.diagnose.enabled else None,
+            stop=PathologyStopper(spec.metric.name, spec.metric.mode, spec.diagnose,
+                                  reference=base.get("valid", {}).get(spec.metric.name.removeprefix("val_")))
+            if spec.diagnose.enabled else None,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.run.checkpoints_to_keep,
                                                     checkpoint_score_attribute=spec.metric.name,
                                                     checkpoint_score_order=spec.metric.mode),
