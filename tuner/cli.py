@@ -115,37 +115,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    import json
-    import os
-    import socket
-    import subprocess
+    from tuner import ui
 
-    from tuner.tracking import redact
-
-    if args.run and os.path.isfile(os.path.join(args.run, "sweep.json")):
-        with open(os.path.join(args.run, "sweep.json")) as fh:
-            meta = json.load(fh)
-        uri, link = meta["tracking_uri"], f"#/experiments/{meta['experiment_id']}/runs/{meta['parent_run_id']}"
-    else:
-        db = os.path.join(args.run or "runs", "mlflow.db")
-        if not os.path.isfile(db):
-            raise TunerError(f"{args.run or 'runs'}: no sweep folder (sweep.json) or mlflow.db here")
-        uri, link = f"sqlite:///{os.path.abspath(db)}", ""
-    if not uri.startswith("sqlite:"):
-        print(f"this sweep logs to a tracking server: open {redact(uri)}/{link}")
-        return 0
-    port = args.port
-    if port == 0:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/"
-    print(f"MLflow UI on {url}{link}  (Ctrl+C stops it)", flush=True)
-    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    return ui.serve(*ui.target(args.run), args.port)
 
 
 def cmd_analyze(args) -> int:
