@@ -2,7 +2,9 @@
 address that does not answer is one line and exit 2, in bounded time, before anything is written."""
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 
 import pytest
@@ -12,7 +14,6 @@ from helpers import run_script
 from tuner import cluster
 from tuner.errors import TunerError
 
-ADDRESS_FILE = "/tmp/ray/ray_current_cluster"
 TINY = {"name": "c", "model": "bpr_mf",
         "data": {"synthetic": {"n_users": 60, "n_items": 30, "mean_length": 6, "seed": 1}},
         "fixed": {"epochs": 1, "batch_size": 64}, "search": {"samples": 1, "concurrency": 1},
@@ -76,25 +77,25 @@ def test_private_ray_listens_on_loopback_only(ray_session):
 
 @pytest.mark.ray
 def test_a_stale_cluster_file_is_ignored(tmp_path):
-    """Plain ray.init() would try the dead cluster the file names and hang on "Failed to connect to GCS"."""
-    before = open(ADDRESS_FILE).read() if os.path.exists(ADDRESS_FILE) else None
-    os.makedirs(os.path.dirname(ADDRESS_FILE), exist_ok=True)
+    """Plain ray.init() reads RAY_TMPDIR/ray/ray_current_cluster and tries the dead cluster it names
+    (seen: minutes of "Failed to connect to GCS"). A private temp dir keeps the planted file ours alone;
+    short, since Ray's socket paths live below it."""
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    planted = os.path.join(ray_tmp, "ray", "ray_current_cluster")
+    os.makedirs(os.path.dirname(planted))
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"
+    with open(planted, "w") as fh:
+        fh.write(dead)
     try:
-        with open(ADDRESS_FILE, "w") as fh:
-            fh.write(dead)
-        code, out, err = tuner_run(tmp_path)
+        code, out, err = tuner_run(tmp_path, RAY_TMPDIR=ray_tmp)
         assert code == 0, err[-2000:]
         assert "best validation" in out
-        assert open(ADDRESS_FILE).read() == dead  # our private Ray neither used nor replaced it
+        with open(planted) as fh:
+            assert fh.read() == dead  # our private Ray neither used nor replaced it
     finally:
-        if before is None:
-            os.unlink(ADDRESS_FILE)
-        else:
-            with open(ADDRESS_FILE, "w") as fh:
-                fh.write(before)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.parametrize("silent", [False, True], ids=["refused", "accepts-but-silent"])
