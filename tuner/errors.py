@@ -41,5 +41,5 @@ def where(file: str | None, key: str | None = None, line: int | None = None) -> 
     if line is not None:
         loc += f":{line}"
     if key:
-        loc += f": {key}"
+        loc += f": {key if len(key) <= 80 else key[:77] + '...'}"  # a key can be user input too
     return loc
