@@ -77,6 +77,10 @@ SPEC = [
     ("impossible-date", "model: bpr_mf\nname: 2024-13-45\n", "invalid YAML"),
     ("python-tag", "model: !!python/object/apply:os.system [echo hi]\n", "invalid YAML"),
     ("unhashable-key", "model: bpr_mf\n? [a, b]\n: 1\n", "invalid YAML"),
+    ("tag-int-empty", "model: bpr_mf\nsearch: {samples: !!int }\n", "invalid YAML"),
+    ("tag-bool-word", "model: bpr_mf\ndiagnose: {enabled: !!bool maybe}\n", "invalid YAML"),
+    ("tag-timestamp-word", "model: bpr_mf\nname: !!timestamp soon\n", "invalid YAML"),
+    ("tag-set-of-a-list", "model: bpr_mf\nfixed: !!set [1]\n", "invalid YAML"),
     # --- duplicate keys: last-wins would silently change the experiment
     ("dup-top-key", "name: t\nmodel: bpr_mf\nname: u\n", ":3"),
     ("dup-nested-key", "model: bpr_mf\nsearch:\n  samples: 2\n  samples: 3\n", ":4"),
@@ -380,6 +384,7 @@ ARGV = [
     ("set-deep", ["validate", "spec.yaml", "--set", "fixed=" + "[" * 500 + "]" * 500], "--set fixed"),
     ("set-huge-int", ["validate", "spec.yaml", "--set", "search.samples=" + "9" * 5000], "--set search.samples"),
     ("set-100k-value", ["validate", "spec.yaml", "--set", "fixed.loss=" + "x" * 100_000], "--set fixed.loss"),
+    ("set-tag-int-empty", ["validate", "spec.yaml", "--set", "search.samples=!!int"], "--set search.samples"),
     ("set-python-tag", ["validate", "spec.yaml", "--set", "search.samples=!!python/name:os.system"], "--set"),
     ("set-samples-1e23", ["validate", "spec.yaml", "--set", "search.samples=1e23"], "search.samples"),
     ("set-seed-1.0e23", ["validate", "spec.yaml", "--set", "search.seed=1.0e23"], "search.seed"),

@@ -20,7 +20,8 @@ from tuner.errors import TunerError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACES = sorted(glob.glob(os.path.join(ROOT, "search_spaces", "*.yaml")))
-FAST = settings(max_examples=200, deadline=None,
+# TUNER_HYPOTHESIS_EXAMPLES=5000 for a long hunt; the default keeps the file well under a minute
+FAST = settings(max_examples=int(os.environ.get("TUNER_HYPOTHESIS_EXAMPLES", "200")), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -40,7 +41,8 @@ def holds_contract(fn, *prefixes: str):
 YAMLISH = st.lists(st.sampled_from([
     "model: bpr_mf\n", "name: x\n", "search: {samples: 2}\n", "&a ", "*a ", "<<: ", "- ", "? ", ": ", "{", "}",
     "[", "]", "\t", "  ", "\n", "!!python/object ", "!!binary ", "'", '"', "#", "%YAML 1.1\n", "---\n", "...\n",
-    "1e23", ".nan", "~", "\ufeff", "\x00", "\xff",
+    "1e23", ".nan", "~", "\ufeff", "\x00", "\xff", "!!set ", "!!omap ", "!!pairs ", "!!timestamp ", "!!int ",
+    "!!float ", "!!str ", "!!bool ", "!!null ", "2024-13-45", "0x1F", "0o17", "1_000", "+.inf", "fixed: ", "space: ",
 ]), max_size=30).map("".join)
 
 

@@ -231,7 +231,7 @@ def cmd_resume(args) -> int:
     from tuner.sweepdir import read_sweep_meta
 
     if not os.path.isdir(args.run):
-        raise TunerError(f"{excerpt(args.run)}: no such sweep folder")
+        raise TunerError(f"{args.run}: no such sweep folder")
     read_sweep_meta(args.run)  # a broken sweep.json fails here, before Ray and MLflow load
     from tuner import sweep
 
