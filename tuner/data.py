@@ -159,10 +159,24 @@ def load(path: str, fmt: str = "auto", name: str | None = None) -> Dataset:
         kwargs = {"delimiter": "," if fmt == "csv" else "\t", "recbole": fmt == "inter"} if reader is _read_table else {}
         users, seqs, lines = reader(path, **kwargs)
     except UnicodeDecodeError as e:
-        raise TunerError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+        raise TunerError(f"{path}{_first_non_utf8_line(path)}: not a UTF-8 text file ({e.reason})") from None
     except OSError as e:
         raise TunerError(f"{path}: cannot read data file: {e.strerror}") from None
     return from_sequences(name or os.path.basename(path), users, seqs, source=path, lines=lines)
+
+
+def _first_non_utf8_line(path: str) -> str:
+    """':N' for the first line that is not UTF-8 (streamed: only on the error path), else ''."""
+    try:
+        with open(path, "rb") as fh:
+            for ln, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return f":{ln}"
+    except OSError:
+        pass
+    return ""
 
 
 def _group(rows: Iterable[tuple[str, str, int]]) -> tuple[list[str], list[list[str]], list[int]]:

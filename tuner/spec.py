@@ -494,7 +494,8 @@ def _check_cross(spec: Spec, line_of) -> None:
         )
     for attr, key in ((spec.data_path, "data.path"), (_resolve(spec, spec.data.item_attributes), "data.item_attributes")):
         if attr is not None and not os.path.isfile(attr):
-            raise TunerError(f"{where(path, key, line_of(key))}: no such file: {attr}")
+            what = "not a regular file" if os.path.exists(attr) else "no such file"  # /dev/urandom, a FIFO
+            raise TunerError(f"{where(path, key, line_of(key))}: {what}: {attr}")
         if attr is not None and not os.access(attr, os.R_OK):
             raise TunerError(f"{where(path, key, line_of(key))}: file is not readable: {attr}")
     if spec.search.concurrency > spec.search.samples:
