@@ -514,3 +514,16 @@ def test_check_resources_names_the_key():
     for cpus, gpus, key in ((2.0, 1.0, "resources.cpu"), (8.0, 0.0, "resources.gpu")):
         with pytest.raises(TunerError, match=key):
             S.check_resources(spec, cpus, gpus)
+
+
+def test_read_sweep_meta_accepts_what_run_writes(tmp_path):
+    """The keys and types sweep.run writes (tuner/sweep.py) pass; so do older files without the optional ones."""
+    from tuner.sweepdir import read_sweep_meta
+
+    meta = {"spec_path": "/a/spec.yaml", "overrides": {"search.samples": 2}, "smoke": False, "max_epochs": None,
+            "output": "/a/runs", "tracking_uri": "sqlite:////a/runs/mlflow.db", "experiment_id": "1",
+            "parent_run_id": "f00", "study_name": "t-20260101-000000"}
+    (tmp_path / "sweep.json").write_text(json.dumps(meta, indent=2))
+    assert read_sweep_meta(str(tmp_path)) == meta
+    (tmp_path / "sweep.json").write_text(json.dumps(META))
+    assert read_sweep_meta(str(tmp_path)) == META
