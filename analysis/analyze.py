@@ -8,7 +8,6 @@ Writes <out>/trials.csv, the PNG plots and report.html, attaches them to the par
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +40,9 @@ def _locate(run: str, tracking_uri: str | None) -> tuple[str, str, dict]:
     """(tracking uri, parent run id, sweep.json or {}) for a sweep folder or a run id."""
     meta_path = os.path.join(run, "sweep.json")
     if os.path.isfile(meta_path):
-        with open(meta_path) as fh:
-            meta = json.load(fh)
+        from tuner.sweepdir import read_sweep_meta
+
+        meta = read_sweep_meta(run)
         return tracking_uri or meta["tracking_uri"], meta["parent_run_id"], meta
     if os.path.exists(run):
         raise TunerError(f"{run}: not a tuner sweep folder (no sweep.json)")

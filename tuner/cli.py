@@ -11,21 +11,25 @@ import os
 import sys
 from typing import Any, Sequence
 
-import yaml
+from tuner import yamlio
+from tuner.errors import TunerError, clamp, excerpt
 
-from tuner.errors import TunerError
+MAX_SET_VALUE = 64 * 1024  # a --set value is a word or a short list; the spec file has its own cap
 
 
-def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+def _overrides(pairs: Sequence[str], flag: str = "--set") -> dict[str, Any]:
+    """`key=value` pairs, each value read by the spec file's strict YAML reader."""
     out = {}
     for item in pairs:
         if "=" not in item:
-            raise TunerError(f"--set {item}: expected key=value, e.g. --set search.samples=8")
+            raise TunerError(f"{flag} {excerpt(item)}: expected key=value, e.g. --set search.samples=8")
         key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise TunerError(f"--set {item}: value is not valid YAML") from None
+        key = key.strip()
+        if not key or len(key) > 200 or not all(key.split(".")):
+            raise TunerError(f"{flag} {excerpt(item)}: expected a dotted key such as search.samples before '='")
+        if len(value) > MAX_SET_VALUE:
+            raise TunerError(f"{flag} {key}: value longer than {MAX_SET_VALUE // 1024} KiB")
+        out[key] = yamlio.parse_text(value, f"{flag} {key}")  # same duplicate / alias / depth checks
     return out
 
 
@@ -49,6 +53,30 @@ def _load_spec(args) -> Any:
     if getattr(args, "smoke_test", False):
         spec = specmod.smoke(spec)
     return spec
+
+
+def _check_output(path: str) -> None:
+    """--output must be a folder we can create or write into: checked before anything is written."""
+    from tuner.checks import folder_problem
+
+    problem = folder_problem(path)
+    if problem:
+        raise TunerError(f"--output {excerpt(path)}: {problem}")
+
+
+def _check_local_resources(spec, address: str | None) -> None:
+    """Without a cluster address Ray starts here: a trial must fit on this machine."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return  # the cluster's size is known only once connected (the sweep checks it there)
+    from tuner import spec as specmod
+
+    try:
+        import torch  # already loaded by the spec's metrics module: cheap
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001  a broken CUDA setup means no GPUs, not a crash
+        gpus = 0
+    specmod.check_resources(spec, float(os.cpu_count() or 1), float(gpus))
 
 
 def cmd_validate(args) -> int:
@@ -130,13 +158,13 @@ def cmd_analyze(args) -> int:
 def cmd_compare(args) -> int:
     from tuner import compare
 
+    _check_output(args.output)
     if len(args.files) > 2:
         raise TunerError("compare: give a claim file, one spec with --b overrides, or two specs")
     first = args.files[0]
     try:
-        with open(first, encoding="utf-8") as fh:
-            head = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError):
+        head = yamlio.parse_text(yamlio.read_text(first), first)
+    except TunerError:
         head = None  # let the loaders below report it with file and line
     if isinstance(head, dict) and "claim" in head or (isinstance(head, dict) and {"a", "b", "spec"} <= set(head)):
         claim = compare.load_claim(first, smoke=args.smoke_test)
@@ -145,7 +173,7 @@ def cmd_compare(args) -> int:
 
             claim = dataclasses.replace(claim, seeds=args.seeds)
     else:
-        b_over = _overrides(args.b or [])
+        b_over = _overrides(args.b or [], flag="--b")
         if len(args.files) == 1 and not b_over:
             raise TunerError(f"compare {first}: give a second spec or --b key=value overrides for B")
         claim = compare.from_specs(first, args.files[1] if len(args.files) == 2 else None,
@@ -161,6 +189,8 @@ def cmd_compare(args) -> int:
 
 def cmd_run(args) -> int:
     spec = _load_spec(args)
+    _check_output(args.output)
+    _check_local_resources(spec, args.address)
     from tuner import sweep  # heavy imports only now that the spec is valid
 
     _stop_on_sigterm()
@@ -171,10 +201,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    import os
+    from tuner.sweepdir import read_sweep_meta
 
     if not os.path.isdir(args.run):
         raise TunerError(f"{args.run}: no such sweep folder")
+    read_sweep_meta(args.run)  # a broken sweep.json fails here, before Ray and MLflow load
     from tuner import sweep
 
     _stop_on_sigterm()
@@ -187,8 +218,26 @@ def verbosity_flags(sp: argparse.ArgumentParser) -> None:
     g.add_argument("--verbose", action="store_true", help="Ray's per-trial output and worker logs too")
 
 
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 0..65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {excerpt(text)}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, got {port}")
+    return port
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too (argparse prints the whole usage block first); exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, clamp(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tuner", description="Measured hyperparameter sweeps for recommenders.")
+    p = _Parser(prog="tuner", description="Measured hyperparameter sweeps for recommenders.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def spec_args(sp):
@@ -243,7 +292,7 @@ def parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("ui", help="open the MLflow UI on 127.0.0.1 for a sweep folder or output folder")
     u.add_argument("run", nargs="?", help="sweep folder (default: the runs/ output folder)")
-    u.add_argument("--port", type=int, default=5000, help="0 picks a free port (default 5000)")
+    u.add_argument("--port", type=_port, default=5000, help="0 picks a free port (default 5000)")
     u.set_defaults(func=cmd_ui)
     return p
 
@@ -251,12 +300,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # usage error (one line, see _Parser) or --help: a code, as for other errors
+        return e.code if isinstance(e.code, int) else 2
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
     try:
         return args.func(args)
     except TunerError as e:
-        print(f"tuner: error: {e}", file=sys.stderr)
+        print(clamp(f"tuner: error: {e}"), file=sys.stderr)
         if getattr(e, "exit_now", False):  # e.g. a thread still blocked in Ray: nothing to clean up, yet
             sys.stderr.flush()
             os._exit(2)
@@ -264,6 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001  a bug of ours: still one line, the traceback on demand
+        if os.environ.get("TUNER_DEBUG") == "1":
+            raise
+        first = (str(e).splitlines() or [""])[0]
+        print(clamp(f"tuner: internal error: {type(e).__name__}: {first[:160]} (TUNER_DEBUG=1 shows the traceback)"),
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

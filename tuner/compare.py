@@ -26,7 +26,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import yaml
 from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
@@ -73,13 +72,9 @@ def _fixed(spec: Spec) -> Spec:
 
 
 def load_claim(path: str, smoke: bool = False) -> Claim:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
-    except OSError as e:
-        raise TunerError(f"{path}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise TunerError(f"{path}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    from tuner import yamlio
+
+    raw = yamlio.parse_text(yamlio.read_text(path, what="claim file"), path)  # the spec files' strict reader
     allowed = {"claim", "spec", "a", "b", "seeds", "metrics"}
     if not isinstance(raw, dict) or not {"spec", "a", "b"} <= set(raw):
         raise TunerError(f"{path}: a claim file needs spec, a and b (see tuner/compare.py)")

@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Callable, Literal, Mapping
 
-from tuner.errors import TunerError, where
+from tuner.errors import TunerError, excerpt, where
 
 # Maps a dotted key ("space.lr.low") to its line in the YAML file, when known.
 LineOf = Callable[[str], "int | None"]
@@ -34,11 +34,22 @@ def bounded(default: Any, low: float | None = None, high: float | None = None, d
     return dataclasses.field(default=default, metadata={"low": low, "high": high, "doc": doc})
 
 
+def text(default: str | None, max_len: int, doc: str = "") -> Any:
+    """A string field of at most `max_len` characters (names end up in paths and databases)."""
+    return dataclasses.field(default=default, metadata={"max_len": max_len, "doc": doc})
+
+
+def short_number(v: Any) -> str:
+    """A number for a message: 1e+300, not 301 digits."""
+    s = str(v)
+    return s if len(s) <= 20 else f"{v:.3g}"
+
+
 def cast(value: Any, tp: Any, key: str, file: str | None = None, line_of: LineOf = _no_line) -> Any:
     """Cast one YAML value to the annotated type `tp`, or raise a TunerError naming `key`."""
 
     def fail(expected: str) -> TunerError:
-        return TunerError(f"{where(file, key, line_of(key))}: expected {expected}, got {value!r}")
+        return TunerError(f"{where(file, key, line_of(key))}: expected {expected}, got {excerpt(value)}")
 
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -56,7 +67,7 @@ def cast(value: Any, tp: Any, key: str, file: str | None = None, line_of: LineOf
         allowed = typing.get_args(tp)
         if value not in allowed:
             raise TunerError(
-                f"{where(file, key, line_of(key))}: {value!r} is not one of {', '.join(map(str, allowed))}"
+                f"{where(file, key, line_of(key))}: {excerpt(value)} is not one of {', '.join(map(str, allowed))}"
             )
         return value
     if origin is tuple:
@@ -117,13 +128,16 @@ def check_field(f: dataclasses.Field, value: Any, key: str, file: str | None, li
     meta = f.metadata
     if "choices" in meta and value not in meta["choices"]:
         valid = ", ".join(map(str, meta["choices"]))
-        raise TunerError(f"{where(file, key, line_of(key))}: unknown {f.name} {value!r}; valid: {valid}")
+        raise TunerError(f"{where(file, key, line_of(key))}: unknown {f.name} {excerpt(value)}; valid: {valid}")
     low, high = meta.get("low"), meta.get("high")
     if value is not None and isinstance(value, (int, float)):
         if low is not None and value < low:
-            raise TunerError(f"{where(file, key, line_of(key))}: must be >= {low}, got {value}")
+            raise TunerError(f"{where(file, key, line_of(key))}: must be >= {short_number(low)}, got {short_number(value)}")
         if high is not None and value > high:
-            raise TunerError(f"{where(file, key, line_of(key))}: must be <= {high}, got {value}")
+            raise TunerError(f"{where(file, key, line_of(key))}: must be <= {short_number(high)}, got {short_number(value)}")
+    max_len = meta.get("max_len")
+    if max_len is not None and isinstance(value, str) and len(value) > max_len:
+        raise TunerError(f"{where(file, key, line_of(key))}: at most {max_len} characters, got {len(value)}")
 
 
 def fields_of(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
@@ -148,7 +162,7 @@ def build(
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
         key = prefix.rstrip(".") or "<top level>"
-        raise TunerError(f"{where(file, key, line_of(key))}: expected a mapping, got {raw!r}")
+        raise TunerError(f"{where(file, key, line_of(key))}: expected a mapping, got {excerpt(raw)}")
     known = fields_of(cls)
     for k in raw:
         if k not in known:

@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from tuner.errors import TunerError
+from tuner.errors import TunerError, excerpt
 
 FORMATS = ("auto", "pairs", "sequences", "csv", "tsv", "inter")
 
@@ -108,7 +108,7 @@ def from_sequences(
         u = int(short[0])
         at = f":{lines[u]}" if lines is not None else ""
         raise TunerError(
-            f"{source}{at}: user {users[u]!r} has {int(lengths[u])} interaction(s); leave-one-out needs "
+            f"{source}{at}: user {excerpt(users[u])} has {int(lengths[u])} interaction(s); leave-one-out needs "
             f"at least 3 per user ({short.size} such users; filter them out first)"
         )
     flat = np.empty(int(lengths.sum()), dtype=np.int64)
@@ -159,10 +159,24 @@ def load(path: str, fmt: str = "auto", name: str | None = None) -> Dataset:
         kwargs = {"delimiter": "," if fmt == "csv" else "\t", "recbole": fmt == "inter"} if reader is _read_table else {}
         users, seqs, lines = reader(path, **kwargs)
     except UnicodeDecodeError as e:
-        raise TunerError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+        raise TunerError(f"{path}{_first_non_utf8_line(path)}: not a UTF-8 text file ({e.reason})") from None
     except OSError as e:
         raise TunerError(f"{path}: cannot read data file: {e.strerror}") from None
     return from_sequences(name or os.path.basename(path), users, seqs, source=path, lines=lines)
+
+
+def _first_non_utf8_line(path: str) -> str:
+    """':N' for the first line that is not UTF-8 (streamed: only on the error path), else ''."""
+    try:
+        with open(path, "rb") as fh:
+            for ln, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return f":{ln}"
+    except OSError:
+        pass
+    return ""
 
 
 def _group(rows: Iterable[tuple[str, str, int]]) -> tuple[list[str], list[list[str]], list[int]]:
@@ -205,9 +219,9 @@ def _read_sequences(path: str):
             if not parts:
                 continue
             if len(parts) < 2:
-                raise TunerError(f"{path}:{ln}: expected 'user item1 item2 ...', got only {parts[0]!r}")
+                raise TunerError(f"{path}:{ln}: expected 'user item1 item2 ...', got only {excerpt(parts[0])}")
             if parts[0] in seen:
-                raise TunerError(f"{path}:{ln}: user {parts[0]!r} already appeared on line {seen[parts[0]]}")
+                raise TunerError(f"{path}:{ln}: user {excerpt(parts[0])} already appeared on line {seen[parts[0]]}")
             seen[parts[0]] = ln
             users.append(parts[0])
             seqs.append(parts[1:])
@@ -223,43 +237,53 @@ _TIME_COLS = ("timestamp", "time", "ts")
 def _read_table(path: str, delimiter: str, recbole: bool):
     with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: tolerate a BOM (Excel)
         reader = csv.reader(fh, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None:
-            raise TunerError(f"{path}: no interactions found (empty dataset)")
-        cols = [h.strip().lower() for h in header]
-        if recbole:
-            if not all(":" in c for c in cols):
-                raise TunerError(f"{path}:1: RecBole .inter header needs name:type columns, got {header}")
-            cols = [c.split(":", 1)[0] for c in cols]
+        try:
+            return _table_rows(path, reader, recbole)
+        except csv.Error as e:  # e.g. a field over csv.field_size_limit() (128 KiB)
+            raise TunerError(f"{path}:{reader.line_num}: malformed {'csv' if delimiter == ',' else 'tsv'} "
+                             f"row: {str(e)[:100]}") from None
 
-        def find(options, required):
-            for o in options:
-                if o in cols:
-                    return cols.index(o)
-            if required:
-                raise TunerError(f"{path}:1: header has no {options[0]} column (accepted: {', '.join(options)}); got {header}")
-            return None
 
-        ui, ii, ti = find(_USER_COLS, True), find(_ITEM_COLS, True), find(_TIME_COLS, False)
-        rows = []
-        for rec in reader:
-            ln = reader.line_num  # physical line (a quoted field may span lines)
-            if not rec or all(not c.strip() for c in rec):
-                continue
-            if len(rec) != len(cols):
-                raise TunerError(f"{path}:{ln}: expected {len(cols)} fields, got {len(rec)}")
-            t = 0.0
-            if ti is not None:
-                try:
-                    t = float(rec[ti])
-                except ValueError:
-                    raise TunerError(f"{path}:{ln}: timestamp {rec[ti]!r} is not a number") from None
-                if not math.isfinite(t):  # NaN would silently scramble the chronological sort
-                    raise TunerError(f"{path}:{ln}: timestamp {rec[ti]!r} is not a finite number")
-            u, it = rec[ui].strip(), rec[ii].strip()
-            if not u or not it:
-                raise TunerError(f"{path}:{ln}: empty user or item id")
-            rows.append((t, ln, u, it))
+def _table_rows(path: str, reader, recbole: bool):
+    """The rows of a csv/tsv/inter file read through `reader` -> (users, seqs, lines)."""
+    header = next(reader, None)
+    if header is None:
+        raise TunerError(f"{path}: no interactions found (empty dataset)")
+    cols = [h.strip().lower() for h in header]
+    if recbole:
+        if not all(":" in c for c in cols):
+            raise TunerError(f"{path}:1: RecBole .inter header needs name:type columns, got {excerpt(header)}")
+        cols = [c.split(":", 1)[0] for c in cols]
+
+    def find(options, required):
+        for o in options:
+            if o in cols:
+                return cols.index(o)
+        if required:
+            raise TunerError(f"{path}:1: header has no {options[0]} column (accepted: {', '.join(options)}); "
+                             f"got {excerpt(header)}")
+        return None
+
+    ui, ii, ti = find(_USER_COLS, True), find(_ITEM_COLS, True), find(_TIME_COLS, False)
+    rows = []
+    for rec in reader:
+        ln = reader.line_num  # physical line (a quoted field may span lines)
+        if not rec or all(not c.strip() for c in rec):
+            continue
+        if len(rec) != len(cols):
+            raise TunerError(f"{path}:{ln}: expected {len(cols)} fields, got {len(rec)}")
+        t = 0.0
+        if ti is not None:
+            try:
+                t = float(rec[ti])
+            except ValueError:
+                raise TunerError(f"{path}:{ln}: timestamp {excerpt(rec[ti])} is not a number") from None
+            if not math.isfinite(t):  # NaN would silently scramble the chronological sort
+                raise TunerError(f"{path}:{ln}: timestamp {excerpt(rec[ti])} is not a finite number")
+        u, it = rec[ui].strip(), rec[ii].strip()
+        if not u or not it:
+            raise TunerError(f"{path}:{ln}: empty user or item id")
+        rows.append((t, ln, u, it))
     if ti is not None:
         rows.sort(key=lambda r: (r[0], r[1]))  # stable chronological order
     return _group((u, it, ln) for _, ln, u, it in rows)
@@ -270,14 +294,20 @@ def load_item_attributes(path: str, data: Dataset) -> np.ndarray:
     try:
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)
-    except (OSError, json.JSONDecodeError) as e:
-        raise TunerError(f"{path}: cannot read item attributes: {e}") from None
+    except OSError as e:
+        raise TunerError(f"{path}: cannot read item attributes: {e.strerror}") from None
+    except (ValueError, RecursionError) as e:  # bad JSON, not UTF-8, nested thousands deep
+        raise TunerError(f"{path}: cannot read item attributes: {type(e).__name__}: {str(e)[:100]}") from None
     if not isinstance(raw, dict):
         raise TunerError(f"{path}: expected a JSON object {{item_id: [attribute ids]}}")
     attr_index: dict = {}
     rows, cols = [], []
     for i, orig in enumerate(data.item_ids if data.item_ids is not None else range(data.n_items)):
-        for a in raw.get(str(orig), []):
+        attrs = raw.get(str(orig), [])
+        if not isinstance(attrs, list) or not all(isinstance(a, (str, int, float)) for a in attrs):
+            raise TunerError(f"{path}: item {excerpt(str(orig))}: expected a list of attribute ids, "
+                             f"got {excerpt(attrs)}")
+        for a in attrs:
             j = attr_index.setdefault(a, len(attr_index))
             rows.append(i)
             cols.append(j)

@@ -3,12 +3,36 @@
 The CLI prints it as a single line and exits with code 2; nothing else catches it.
 """
 
+import re
+
+MAX_MESSAGE = 300  # a user-facing error line never grows past this, whatever the input
+
 
 class TunerError(Exception):
     """A user-facing error: `str(err)` is one line naming the file and key or line."""
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))  # always one line
+        super().__init__(clamp(message))
+
+
+def clamp(message: str, limit: int = MAX_MESSAGE) -> str:
+    """One line of at most `limit` chars: a 10 MB bad value must not become a 10 MB error line."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def excerpt(value, limit: int = 60) -> str:
+    """repr(value), cut to `limit` chars: how messages quote user input (a line, a field, an id)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_SECRET = re.compile(r"(://)([^/@:]+)(:[^/@]*)?@")
+
+
+def redact(uri: str) -> str:
+    """A tracking URI safe to print: user:token@ becomes ***@."""
+    return _SECRET.sub(r"\1***@", uri)
 
 
 def where(file: str | None, key: str | None = None, line: int | None = None) -> str:
@@ -17,5 +41,5 @@ def where(file: str | None, key: str | None = None, line: int | None = None) -> 
     if line is not None:
         loc += f":{line}"
     if key:
-        loc += f": {key}"
+        loc += f": {key if len(key) <= 80 else key[:77] + '...'}"  # a key can be user input too
     return loc

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-import yaml
 
 from tuner.errors import TunerError
 
@@ -277,11 +276,9 @@ def load(path: str, seed: int = 0) -> MultiViewData:
     """
     if not os.path.isfile(path):
         raise TunerError(f"{path}: no such manifest file")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise TunerError(f"{path}: cannot read multi-view manifest: {e}") from None
+    from tuner import yamlio
+
+    raw = yamlio.parse_text(yamlio.read_text(path, what="multi-view manifest"), path)  # strict, as spec files
     if not isinstance(raw, dict):
         raise TunerError(f"{path}: a multi-view manifest is a mapping with 'views' and 'labels' (see tuner.multiview)")
     for k in raw:

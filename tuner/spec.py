@@ -31,9 +31,21 @@ import yaml
 
 from analysis.diagnose import DiagnoseConfig
 from tuner import config as cfgmod
-from tuner.config import bounded
-from tuner.errors import TunerError, where
+from tuner import yamlio
+from tuner.checks import describe_uri, uri_problem
+from tuner.config import bounded, text
+from tuner.errors import TunerError, excerpt, where
 from tuner.metrics import EVAL_BATCH_USERS
+
+# Upper bounds: each a generous multiple of any real use, low enough that a typo (1e23 samples,
+# a billion items) fails here, in one line, instead of as a MemoryError or a hang after Ray started.
+MAX_SEED = 2**32 - 1  # numpy / Optuna seeds
+MAX_NAME = 64  # the sweep name becomes folder, MLflow experiment and Optuna study names
+MAX_K = 10_000  # eval cut-offs
+MAX_SYNTHETIC_CELLS = 50_000_000  # n_users x n_items: the generator holds a few float [U, N] arrays
+# model knobs (by name suffix) whose size sets memory or time; the models' Config leaves them open above
+KNOB_CAPS = (("epochs", 10_000), ("batch_size", 1 << 20), ("dim", 1 << 16), ("maxlen", 100_000),
+             ("n_negatives", 100_000), ("n_heads", 1024), ("n_blocks", 1024))
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -45,10 +57,10 @@ class MetricSpec:
 class SyntheticSpec:
     """Size and seed of the embedded generator (tuner.synthetic documents the planted truth)."""
 
-    n_users: int = bounded(3000, low=10)
-    n_items: int = bounded(1000, low=20)
-    mean_length: float = bounded(20.0, low=3.0)
-    seed: int = 0
+    n_users: int = bounded(3000, low=10, high=1_000_000)
+    n_items: int = bounded(1000, low=20, high=1_000_000)
+    mean_length: float = bounded(20.0, low=3.0, high=1000.0)
+    seed: int = bounded(0, low=0, high=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -63,16 +75,16 @@ class DataSpec:
 @dataclass(frozen=True)
 class EvalSpec:
     ks: tuple[int, ...] = (10, 20)
-    batch_users: int = bounded(EVAL_BATCH_USERS, low=1)
+    batch_users: int = bounded(EVAL_BATCH_USERS, low=1, high=1 << 16)
 
 
 @dataclass(frozen=True)
 class SearchSpec:
-    samples: int = bounded(16, low=1)
-    concurrency: int = bounded(2, low=1)
-    seed: int = 0
+    samples: int = bounded(16, low=1, high=100_000)
+    concurrency: int = bounded(2, low=1, high=1024)
+    seed: int = bounded(0, low=0, high=MAX_SEED)
     algo: Literal["tpe", "random"] = "tpe"
-    study_name: str | None = None
+    study_name: str | None = text(None, max_len=200)
 
 
 @dataclass(frozen=True)
@@ -82,8 +94,8 @@ class SchedulerSpec:
     # asha_promote: ASHA with promotions (tuner/schedulers.py): a trial pauses at a rung and resumes
     #   once it ranks in the top floor(n / rf) of the n trials that reached it.
     type: Literal["asha", "asha_promote", "fifo"] = "asha"
-    grace_period: int = bounded(2, low=1)
-    reduction_factor: float = bounded(3.0, low=1.01)
+    grace_period: int = bounded(2, low=1, high=10_000)
+    reduction_factor: float = bounded(3.0, low=1.01, high=1000.0)
 
     def rungs(self, max_t: int) -> tuple[int, ...]:
         """The milestones (epochs) at which trials are compared."""
@@ -102,20 +114,20 @@ class SchedulerSpec:
 
 @dataclass(frozen=True)
 class ResourcesSpec:
-    cpu: float = bounded(1.0, low=0.0)
-    gpu: float = bounded(0.0, low=0.0)
+    cpu: float = bounded(1.0, low=0.0, high=1024.0)  # check_resources compares with the cluster
+    gpu: float = bounded(0.0, low=0.0, high=64.0)
 
 
 @dataclass(frozen=True)
 class TrackingSpec:
-    uri: str | None = None  # default: sqlite:///<output>/mlflow.db
-    experiment: str | None = None  # default: the spec's name
+    uri: str | None = text(None, max_len=2000)  # default: sqlite:///<output>/mlflow.db
+    experiment: str | None = text(None, max_len=200)  # default: the spec's name
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    max_failures: int = bounded(0, low=-1)
-    checkpoints_to_keep: int = bounded(2, low=1)
+    max_failures: int = bounded(0, low=-1, high=1000)
+    checkpoints_to_keep: int = bounded(2, low=1, high=1000)
 
 
 @dataclass(frozen=True)
@@ -196,10 +208,7 @@ _TOP_KEYS = {f.name for f in dataclasses.fields(Spec)} - {"path"}
 def _line_map(text: str) -> dict[str, int]:
     """Dotted key -> 1-based line, from the YAML node tree (for error messages)."""
     out: dict[str, int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return out
+    root = yamlio.compose(text)  # no aliases, bounded depth: the walk below is linear in the text
 
     def walk(node: Any, prefix: str) -> None:
         if isinstance(node, yaml.MappingNode):
@@ -218,18 +227,8 @@ def _line_map(text: str) -> dict[str, int]:
 
 def load(path: str, overrides: Mapping[str, Any] | None = None) -> Spec:
     """Read and validate a spec file. `overrides` are dotted keys (from `--set`) applied first."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as e:
-        raise TunerError(f"{path}: cannot read spec file: {e.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(e, "problem", None) or str(e)
-        raise TunerError(f"{where(path, None, line)}: invalid YAML: {problem}") from None
+    text = yamlio.read_text(path)  # regular files only, at most 1 MiB, strict UTF-8
+    raw = yamlio.parse_text(text, path)  # no duplicate keys, anchors or aliases
     lines = _line_map(text)
     for key, value in (overrides or {}).items():
         raw = _set_dotted(raw if isinstance(raw, dict) else {}, key, value)
@@ -265,7 +264,7 @@ def parse(raw: Any, path: str = "<spec>", line_of=lambda k: None) -> Spec:
     model = raw["model"]
     if not isinstance(model, str) or model not in MODELS:
         raise TunerError(
-            f"{where(path, 'model', line_of('model'))}: unknown model {model!r}; valid: {', '.join(MODELS)}"
+            f"{where(path, 'model', line_of('model'))}: unknown model {excerpt(model)}; valid: {', '.join(MODELS)}"
         )
     entry = MODELS[model]
 
@@ -282,6 +281,8 @@ def parse(raw: Any, path: str = "<spec>", line_of=lambda k: None) -> Spec:
     name = raw.get("name", os.path.splitext(os.path.basename(path))[0])
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise TunerError(f"{where(path, 'name', line_of('name'))}: use letters, digits, '-' and '_' only")
+    if len(name) > MAX_NAME:
+        raise TunerError(f"{where(path, 'name', line_of('name'))}: at most {MAX_NAME} characters, got {len(name)}")
     spec = Spec(
         path=path,
         name=name,
@@ -298,8 +299,37 @@ def parse(raw: Any, path: str = "<spec>", line_of=lambda k: None) -> Spec:
         run=section(RunSpec, "run"),
         diagnose=section(DiagnoseConfig, "diagnose"),
     )
+    _check_bounds(spec, line_of)
     _check_cross(spec, line_of)
     return spec
+
+
+def _check_bounds(spec: Spec, line_of) -> None:
+    """Sizes no single field's bounds can express: products, lists, model knobs, the tracking URI."""
+    path = spec.path
+    if len(spec.eval.ks) > 32 or any(k > MAX_K for k in spec.eval.ks):
+        raise TunerError(f"{where(path, 'eval.ks', line_of('eval.ks'))}: at most 32 cut-offs, each <= {MAX_K}")
+    syn = spec.data.synthetic
+    if spec.data.source == "synthetic" and syn.n_users * syn.n_items > MAX_SYNTHETIC_CELLS:
+        key = "data.synthetic.n_items"
+        raise TunerError(f"{where(path, key, line_of(key) or line_of('data.synthetic'))}: n_users x n_items = "
+                         f"{syn.n_users * syn.n_items:,} exceeds {MAX_SYNTHETIC_CELLS:,} (the generator's memory)")
+    for name, value in spec.fixed.items():
+        _check_knob_cap(name, (value,), f"fixed.{name}", path, line_of)
+    for p in spec.space:
+        values, sub = (p.choices, "choices") if p.type == "categorical" else ((p.high,), "high")
+        _check_knob_cap(p.name, values, f"space.{p.name}.{sub}", path, line_of)
+    uri = spec.tracking.uri
+    problem = uri_problem(uri) if uri is not None else None
+    if problem:
+        raise TunerError(f"{where(path, 'tracking.uri', line_of('tracking.uri'))}: {describe_uri(uri)}: {problem}")
+
+
+def _check_knob_cap(name: str, values, key: str, path: str, line_of) -> None:
+    cap = next((c for suffix, c in KNOB_CAPS if name.endswith(suffix)), None)
+    for v in values:
+        if cap is not None and isinstance(v, (int, float)) and not isinstance(v, bool) and v > cap:
+            raise TunerError(f"{where(path, key, line_of(key))}: at most {cap:,} for {name}, got {cfgmod.short_number(v)}")
 
 
 def _parse_fixed(raw: Any, config_cls: type, path: str, line_of) -> dict[str, Any]:
@@ -411,7 +441,7 @@ def _parse_when(name, raw, seen: Mapping[str, Param], fixed: Mapping, path, line
             bad = [v for v in vals if v not in p.choices]
             if bad:
                 raise TunerError(
-                    f"{loc}: {bad[0]!r} is never sampled; {ref} choices: {', '.join(map(str, p.choices))}"
+                    f"{loc}: {excerpt(bad[0])} is never sampled; {ref} choices: {', '.join(map(str, p.choices))}"
                 )
         elif ref in fixed:
             # a condition on a fixed value is static; allowed (e.g. in a best-config file) if it can hold
@@ -419,10 +449,10 @@ def _parse_when(name, raw, seen: Mapping[str, Param], fixed: Mapping, path, line
             if fields and ref in fields:
                 fv = _cast_or_keep(fv, fields[ref][1])
             if fv not in vals:
-                raise TunerError(f"{loc}: never holds: {ref} is fixed to {fv!r}, so {name} would never be sampled")
+                raise TunerError(f"{loc}: never holds: {ref} is fixed to {excerpt(fv)}, so {name} would never be sampled")
         else:
             raise TunerError(
-                f"{loc}: refers to {ref!r}, which is not a categorical knob listed before {name} in space"
+                f"{loc}: refers to {excerpt(ref)}, which is not a categorical knob listed before {name} in space"
             )
         out.append((ref, vals))
     return tuple(out)
@@ -445,7 +475,7 @@ def _check_cross(spec: Spec, line_of) -> None:
     valid = spec.model_entry().metric_names(spec.eval.ks)
     if m not in valid:
         raise TunerError(
-            f"{where(path, 'metric.name', line_of('metric.name'))}: unknown metric {m!r}; valid: {', '.join(valid)}"
+            f"{where(path, 'metric.name', line_of('metric.name'))}: unknown metric {excerpt(m)}; valid: {', '.join(valid)}"
         )
     if spec.data.source == "file":
         if not spec.data.path:
@@ -456,7 +486,8 @@ def _check_cross(spec: Spec, line_of) -> None:
         )
     for attr, key in ((spec.data_path, "data.path"), (_resolve(spec, spec.data.item_attributes), "data.item_attributes")):
         if attr is not None and not os.path.isfile(attr):
-            raise TunerError(f"{where(path, key, line_of(key))}: no such file: {attr}")
+            what = "not a regular file" if os.path.exists(attr) else "no such file"  # /dev/urandom, a FIFO
+            raise TunerError(f"{where(path, key, line_of(key))}: {what}: {attr}")
         if attr is not None and not os.access(attr, os.R_OK):
             raise TunerError(f"{where(path, key, line_of(key))}: file is not readable: {attr}")
     if spec.search.concurrency > spec.search.samples:
@@ -499,8 +530,8 @@ def _resolve(spec: Spec, p: str | None) -> str | None:
 
 def with_max_epochs(spec: Spec, n: int) -> Spec:
     """`--max-epochs N`: every trial runs (at most) N epochs; `epochs` leaves the search space."""
-    if n < 1:
-        raise TunerError(f"--max-epochs: must be >= 1, got {n}")
+    if not 1 <= n <= 10_000:
+        raise TunerError(f"--max-epochs: must be between 1 and 10000, got {cfgmod.short_number(n)}")
     space = tuple(p for p in spec.space if p.name != "epochs")
     grace = min(spec.scheduler.grace_period, n)
     return spec.replace(fixed={**spec.fixed, "epochs": n}, space=space,
@@ -548,5 +579,5 @@ def check_resources(spec: Spec, cpus: float, gpus: float) -> None:
     """A trial that asks for more than the largest node has would wait forever: refuse it now."""
     for key, want, have in (("cpu", spec.resources.cpu, cpus), ("gpu", spec.resources.gpu, gpus)):
         if want > have:
-            raise TunerError(f"{spec.path}: resources.{key}: each trial asks for {want:g} but the largest "
-                             f"Ray node has {have:g}; lower it or join a larger cluster (--address)")
+            raise TunerError(f"{where(spec.path, f'resources.{key}')}: each trial asks for {want:g} but the largest "
+                             f"Ray node has {have:g}; no trial could ever start (lower it, or join a larger cluster)")

@@ -265,8 +265,9 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1) -> t
     if not os.path.isfile(meta_path) or not os.path.isdir(os.path.join(sweep_dir, "ray")):
         raise TunerError(f"{sweep_dir}: not a tuner sweep folder (no sweep.json and ray/); "
                          "pass the folder `tuner run` printed")
-    with open(meta_path) as fh:
-        meta = json.load(fh)
+    from tuner.sweepdir import read_sweep_meta  # one place reads and checks sweep.json
+
+    meta = read_sweep_meta(sweep_dir)
     spec = specmod.load(meta["spec_path"], meta.get("overrides") or {})
     if meta.get("max_epochs"):
         spec = specmod.with_max_epochs(spec, meta["max_epochs"])

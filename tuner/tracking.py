@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any, Iterable, Mapping
 
-from tuner.errors import TunerError
+from tuner.errors import TunerError, redact  # noqa: F401  (redact: cli.py prints URIs without importing mlflow)
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -31,14 +31,6 @@ RAY_KEYS = frozenset({
     "hostname", "node_ip", "trial_id", "checkpoint_dir_name", "config", "experiment_tag",
     "timesteps_total", "episodes_total", "timesteps_since_restore", "warmup_time",
 })
-
-_SECRET = re.compile(r"(://)([^/@:]+)(:[^/@]*)?@")
-
-
-def redact(uri: str) -> str:
-    """A tracking URI safe to print: user:token@ becomes ***@."""
-    return _SECRET.sub(r"\1***@", uri)
-
 
 def default_uri(output_dir: str) -> str:
     return f"sqlite:///{os.path.abspath(os.path.join(output_dir, 'mlflow.db'))}"

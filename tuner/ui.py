@@ -7,7 +7,6 @@ its workers, and ending only the first process left the others serving.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -18,22 +17,17 @@ import threading
 import time
 import urllib.request
 
-from tuner.errors import TunerError
-from tuner.tracking import redact
+from tuner.errors import TunerError, redact
+from tuner.sweepdir import read_sweep_meta
 
 READY_TIMEOUT_S = 600.0  # a loaded 2-core machine took minutes to answer
 
 
 def target(run: str | None) -> tuple[str, str]:
     """(tracking URI, link fragment) for a sweep folder, or an output folder holding mlflow.db."""
-    meta_path = os.path.join(run or "", "sweep.json")
-    if run and os.path.isfile(meta_path):
-        try:
-            with open(meta_path, encoding="utf-8") as fh:
-                meta = json.load(fh)
-            return meta["tracking_uri"], f"#/experiments/{meta['experiment_id']}/runs/{meta['parent_run_id']}"
-        except (OSError, ValueError, KeyError, TypeError):
-            raise TunerError(f"{meta_path}: not a sweep record written by tuner run") from None
+    if run and os.path.isfile(os.path.join(run, "sweep.json")):
+        meta = read_sweep_meta(run)
+        return meta["tracking_uri"], f"#/experiments/{meta['experiment_id']}/runs/{meta['parent_run_id']}"
     db = os.path.join(run or "runs", "mlflow.db")
     if not os.path.isfile(db):
         raise TunerError(f"{run or 'runs'}: no sweep folder (sweep.json) or mlflow.db here")
