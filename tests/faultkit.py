@@ -11,7 +11,8 @@ import sys
 import time
 from typing import Callable, Iterator
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# FAULTKIT_CODE: run the scenarios against another checkout (e.g. to see them fail before a fix)
+ROOT = os.environ.get("FAULTKIT_CODE") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @contextlib.contextmanager
