@@ -95,3 +95,37 @@ def trial_dirs(sweep_dir: str) -> list[str]:
     ray_dir = os.path.join(sweep_dir, "ray")
     return sorted(os.path.join(ray_dir, d) for d in os.listdir(ray_dir) if os.path.isdir(os.path.join(ray_dir, d))
                   and any(x.startswith("checkpoint_") for x in os.listdir(os.path.join(ray_dir, d))))
+
+
+def descendants(root: int) -> list[int]:
+    """Pids of every process below `root` (from /proc): only our own Ray's workers, never another
+    user's or another test session's."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def trial_workers() -> list[int]:
+    """This process's Ray workers that run a trial (Ray titles them ray::ImplicitFunc...)."""
+    return [p for p in descendants(os.getpid()) if "ImplicitFunc" in cmdline(p)]

@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from faultkit import (corrupt, finish, kill_group, mlflow_runs, newest_checkpoint, parent_runs, stderr_of,
+from faultkit import (corrupt, finish, mlflow_runs, newest_checkpoint, parent_runs, stderr_of,
                       trial_dirs, trial_runs, tuner_process, wait_until)
 from mlflow.tracking import MlflowClient
 
@@ -72,6 +72,7 @@ def test_sigint_one_trial_fifo_then_resume_past_a_corrupt_checkpoint(tmp_path):
     corrupt(os.path.join(newest_checkpoint(trial_dir), "state.pt"))
     with tuner_process(["resume", sweep_dir, "--quiet"], tmp_path, name="resume1") as p:
         assert finish(p, 180) == 0, stderr_of(tmp_path, "resume1")[-3000:]
+    assert "already finished" not in stderr_of(tmp_path, "resume1")  # Optuna had not closed it early
     (kid,) = trial_runs(out)
     assert kid.info.status == "FINISHED" and kid.data.tags["status"] == "completed"
     assert history(out, kid.info.run_id) == list(range(1, epochs + 1))  # each epoch logged once
@@ -104,13 +105,13 @@ def test_driver_sigkill_then_resume_closes_the_lost_trial(tmp_path):
     with tuner_process(["run", write_spec(tmp_path, body), "--output", str(out), "--quiet"], tmp_path, env, "run") as p:
         # trial 2 has started: Ray saved its state once, before trial 2 existed
         wait_until(lambda: len(trial_runs(out)) == 2, 150, p, "the second trial started")
-        p.send_signal(signal.SIGKILL)
+        os.kill(p.pid, signal.SIGKILL)  # the driver only: its Ray processes live on during the resume
         p.wait()
-        kill_group(p)  # the Ray processes the dead driver leaves behind (see README, Reliability)
-    (sweep_dir,) = [str(d) for d in out.iterdir() if d.is_dir() and d.name.startswith("kill-")]
-    lost_id = next(r.info.run_id for r in trial_runs(out) if r.data.tags["tuner.trial_number"] == "2")
-    with tuner_process(["resume", sweep_dir, "--quiet"], tmp_path, name="resume") as p:
-        assert finish(p, 200) == 0, stderr_of(tmp_path, "resume")[-3000:]
+        (sweep_dir,) = [str(d) for d in out.iterdir() if d.is_dir() and d.name.startswith("kill-")]
+        lost_id = next(r.info.run_id for r in trial_runs(out) if r.data.tags["tuner.trial_number"] == "2")
+        with tuner_process(["resume", sweep_dir, "--quiet"], tmp_path, name="resume") as r:
+            assert finish(r, 200) == 0, stderr_of(tmp_path, "resume")[-3000:]
+    # leaving the block killed what the dead driver left behind (see README, Reliability)
     runs = mlflow_runs(out)
     assert not [r for r in runs if r.info.status == "RUNNING"]
     lost = next(r for r in runs if r.info.run_id == lost_id)
@@ -218,3 +219,41 @@ def test_same_second_sweep_folders_are_distinct(tmp_path):
 
     made = [unique_dir(str(tmp_path), "s-20260101-000000") for _ in range(3)]
     assert [os.path.basename(m) for m in made] == ["s-20260101-000000", "s-20260101-000000-2", "s-20260101-000000-3"]
+
+
+def test_worker_killed_with_sigkill_is_errored_with_no_restart(ray_session, tmp_path):
+    """Defect 3: kill -9 of the worker running the only trial (max_failures 0): the trial is errored,
+    trials.csv says 0 restarts (it said 1), and the sweep ends as `all_failed`, files written."""
+    import threading
+
+    from faultkit import trial_workers
+
+    from tuner import outcome
+    from tuner import spec as specmod
+    from tuner import sweep
+
+    body = {**BASE, "name": "k9", "fixed": {"epochs": 60, "loss": "bpr", "batch_size": 64, "lr": 0.01},
+            "search": {"samples": 1, "concurrency": 1, "seed": 0}, "run": {"max_failures": 0}}
+    spec = specmod.load(write_spec(tmp_path, body))
+    out, ended = tmp_path / "out", {}
+
+    def run():
+        try:
+            sweep.run(spec, output=str(out), verbose=0)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            ended["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)  # signal handlers are skipped off the main thread
+    t.start()
+    wait_until(lambda: int(trial_runs(out)[0].data.tags.get("epochs_run", 0)) >= 1 and trial_workers(), 120,
+               what="the trial running in a worker")
+    for pid in trial_workers():
+        os.kill(pid, signal.SIGKILL)
+    t.join(timeout=120)
+    assert not t.is_alive(), "the sweep did not end after its worker was killed"
+    assert isinstance(ended.get("error"), outcome.AllFailed), ended
+    (sweep_dir,) = [d for d in out.iterdir() if d.is_dir() and d.name.startswith("k9-")]
+    table = pd.read_csv(sweep_dir / "trials.csv")
+    assert list(table["status"]) == ["errored"] and list(table["restarts"]) == [0]
+    (kid,) = trial_runs(out)
+    assert kid.info.status == "FAILED" and kid.data.tags["status"] == "errored"
