@@ -42,8 +42,9 @@ def catching() -> Iterator[threading.Event]:
             raise KeyboardInterrupt
         INTERRUPTED.set()
         tune_handler = signal.getsignal(signal.SIGUSR1)  # Tune's "stop the experiment" handler
-        if callable(tune_handler):
-            tune_handler(sig, frame)
+        if not callable(tune_handler):  # Tune's loop has not started yet: stop at once
+            raise KeyboardInterrupt
+        tune_handler(sig, frame)
 
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     signal.signal(signal.SIGINT, on_sigint)
@@ -111,9 +112,10 @@ def fail_orphan_optuna_trials(searcher) -> int:
 
     study = searcher._ot_study
     owned = {t.number for t in searcher._ot_trials.values()}
+    sweep = getattr(searcher, "_owner", None)  # a study shared by sweeps: fail only this sweep's
     done = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.number in owned:
+        if t.number in owned or (sweep and t.user_attrs.get("tuner.sweep") != sweep):
             continue
         try:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)

@@ -24,15 +24,21 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     so TPE and parameter importances would learn from truncated results.
     """
 
-    def __init__(self, *args, epochs_of, **kwargs):
+    def __init__(self, *args, epochs_of, owner: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._epochs_of = epochs_of
+        self._owner = owner  # the sweep folder's name, stored on each Optuna trial
         self._configs: dict[str, dict] = {}
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
         if config is not None:
             self._configs[trial_id] = config
+            if getattr(self, "_owner", None):  # lets a resume find this sweep's orphans in a shared study
+                try:
+                    self._ot_trials[trial_id].set_user_attr("tuner.sweep", self._owner)
+                except Exception as e:  # noqa: BLE001 - bookkeeping only
+                    log.warning("could not label Optuna trial of %s: %s", trial_id, e)
         return config
 
     def _told(self, trial_id: str) -> bool:

@@ -129,7 +129,7 @@ def _trainable(spec: Spec, data: Dataset):
     )
 
 
-def _search(spec: Spec, output: str, study_name: str):
+def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):
     """(searcher or None, search_alg or None, param_space) for the spec."""
     if not spec.space:
         return None, None, dict(spec.fixed)
@@ -141,7 +141,7 @@ def _search(spec: Spec, output: str, study_name: str):
         storage = optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(os.path.join(output, 'optuna.db'))}")
         searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name, mode=spec.metric.mode,
                                            sampler=sampler, epochs_of=epochs_counter(spec),
-                                           study_name=study_name, storage=storage)
+                                           study_name=study_name, storage=storage, owner=owner)
     # asha_promote pauses trials at rungs: only running trials may count against the concurrency
     limiter = PauseAwareLimiter if spec.scheduler.type == "asha_promote" else ConcurrencyLimiter
     return searcher, limiter(searcher, max_concurrent=spec.search.concurrency), {}
@@ -201,7 +201,7 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     runs_cb = tracking.TrialRuns(uri, exp_id, pid, model=spec.model, dataset=data.name, spec_file=spec.path,
                                  searched=searched, epochs_of=epochs_counter(spec), rungs=spec.scheduler.rungs(spec.max_epochs()),
                                  early_stopper="asha" if spec.scheduler.type.startswith("asha") else "")  # FIFO never stops early
-    searcher, search_alg, param_space = _search(spec, output, study_name)
+    searcher, search_alg, param_space = _search(spec, output, study_name, os.path.basename(sweep_dir))
     tuner = tune.Tuner(
         _trainable(spec, data),
         param_space=param_space,
@@ -294,6 +294,9 @@ def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResu
         res = _complete(ctx, tuner, results, table, runs_cb)
         status = "completed"
         return res
+    except KeyboardInterrupt:  # a second Ctrl+C, or one outside Tune's loop: still resumable
+        status = "interrupted"
+        raise Interrupted(ctx.sweep_dir) from None
     finally:
         runs_cb.close_running()
         if status != "completed":
