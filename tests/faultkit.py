@@ -86,9 +86,15 @@ def corrupt(path: str, n: int = 300) -> None:
         fh.write(os.urandom(n))
 
 
-def newest_checkpoint(trial_dir: str) -> str:
-    ckpts = sorted((d for d in os.listdir(trial_dir) if d.startswith("checkpoint_")), key=lambda d: int(d.split("_")[1]))
-    return os.path.join(trial_dir, ckpts[-1])
+def checkpoint_of_epoch(trial_dir: str, epoch: int) -> str:
+    """The trial's checkpoint folder holding the state after `epoch`."""
+    import torch
+
+    for d in sorted(os.listdir(trial_dir)):
+        path = os.path.join(trial_dir, d, "state.pt")
+        if d.startswith("checkpoint_") and os.path.isfile(path) and torch.load(path, weights_only=True)["epoch"] == epoch:
+            return os.path.join(trial_dir, d)
+    raise AssertionError(f"{trial_dir}: no checkpoint of epoch {epoch}")
 
 
 def trial_dirs(sweep_dir: str) -> list[str]:

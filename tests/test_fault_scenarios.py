@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from faultkit import (corrupt, finish, mlflow_runs, newest_checkpoint, parent_runs, stderr_of,
+from faultkit import (corrupt, finish, mlflow_runs, checkpoint_of_epoch, parent_runs, stderr_of,
                       trial_dirs, trial_runs, tuner_process, wait_until)
 from mlflow.tracking import MlflowClient
 
@@ -68,11 +68,16 @@ def test_sigint_one_trial_fifo_then_resume_past_a_corrupt_checkpoint(tmp_path):
     assert list(table["status"]) == ["interrupted"]
     assert json.load(open(os.path.join(sweep_dir, "summary.json")))["status"] == "interrupted"
 
+    # the newest checkpoint Ray knows: that of the last result it processed (= the last epoch in
+    # MLflow); a newer folder on disk may be one whose result the interrupt cut off
+    cut = int(kid.data.tags["epochs_run"])
     (trial_dir,) = trial_dirs(sweep_dir)
-    corrupt(os.path.join(newest_checkpoint(trial_dir), "state.pt"))
+    corrupt(os.path.join(checkpoint_of_epoch(trial_dir, cut), "state.pt"))
     with tuner_process(["resume", sweep_dir, "--quiet"], tmp_path, name="resume1") as p:
         assert finish(p, 180) == 0, stderr_of(tmp_path, "resume1")[-3000:]
     assert "already finished" not in stderr_of(tmp_path, "resume1")  # Optuna had not closed it early
+    ran = [json.loads(line)["epoch"] for line in open(os.path.join(trial_dir, "result.json")) if line.strip()]
+    assert ran.count(cut) == 2 and ran.count(1) == 1, ran  # went on from epoch cut - 1, not from scratch
     (kid,) = trial_runs(out)
     assert kid.info.status == "FINISHED" and kid.data.tags["status"] == "completed"
     assert history(out, kid.info.run_id) == list(range(1, epochs + 1))  # each epoch logged once
