@@ -262,3 +262,31 @@ def test_worker_killed_with_sigkill_is_errored_with_no_restart(ray_session, tmp_
     assert list(table["status"]) == ["errored"] and list(table["restarts"]) == [0]
     (kid,) = trial_runs(out)
     assert kid.info.status == "FAILED" and kid.data.tags["status"] == "errored"
+
+
+def test_a_crash_after_trials_ran_still_leaves_a_table_and_a_closed_parent(ray_session, tmp_path, monkeypatch):
+    """Invariant: once trials have run, a failure of the driver's own code (here: Tuner.fit raising after
+    the trials ended) still writes trials.csv and summary.json (status failed) and ends the parent FAILED."""
+    from ray import tune
+
+    from tuner import spec as specmod
+    from tuner import sweep
+
+    real_fit = tune.Tuner.fit
+
+    def fit_then_raise(self):
+        real_fit(self)
+        raise RuntimeError("boom after the trials")
+
+    monkeypatch.setattr(tune.Tuner, "fit", fit_then_raise)
+    body = {**BASE, "name": "crash", "fixed": {"epochs": 2, "loss": "bpr", "batch_size": 256, "lr": 0.01},
+            "search": {"samples": 2, "concurrency": 2, "seed": 0}}
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="boom"):
+        sweep.run(specmod.load(write_spec(tmp_path, body)), output=str(out), verbose=0)
+    (sweep_dir,) = [d for d in out.iterdir() if d.is_dir() and d.name.startswith("crash-")]
+    table = pd.read_csv(sweep_dir / "trials.csv")
+    assert sorted(table["trial"]) == [1, 2] and set(table["status"]) == {"completed"}
+    assert json.load(open(sweep_dir / "summary.json"))["status"] == "failed"
+    (parent,) = parent_runs(out)
+    assert parent.info.status == "FAILED" and parent.data.tags["status"] == "failed"

@@ -297,12 +297,30 @@ def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResu
     except KeyboardInterrupt:  # a second Ctrl+C, or one outside Tune's loop: still resumable
         status = "interrupted"
         raise Interrupted(ctx.sweep_dir) from None
+    except Exception:
+        if status == "failed" and table is None:
+            table = _salvage(ctx, runs_cb)
+        raise
     finally:
         runs_cb.close_running()
         if status != "completed":
             if status == "failed" and table is not None:  # an unexpected error: keep what is known
                 outcome.write_files(ctx.sweep_dir, table, outcome.base_summary(ctx, table, status))
             outcome.close_parent(ctx.client, ctx.pid, status, ctx.sweep_dir)
+
+
+def _salvage(ctx: _Sweep, runs_cb) -> pd.DataFrame | None:
+    """`fit` itself raised: a trials table from the experiment state Ray last saved (best effort),
+    so that the sweep folder still says which trials ran and how far."""
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    try:
+        analysis = ExperimentAnalysis(os.path.join(ctx.sweep_dir, "ray"))
+        return outcome.build_table(ctx.spec, list(ResultGrid(analysis)), analysis.trials, runs_cb,
+                                   epochs_counter(ctx.spec))
+    except Exception as e:  # noqa: BLE001 - nothing saved yet, or unreadable: the parent still closes
+        log.warning("no trials table after the failure: %s", str(e).splitlines()[0][:200] if str(e) else e)
+        return None
 
 
 def _complete(ctx: _Sweep, tuner, results: list, table: pd.DataFrame, runs_cb) -> SweepResult:
