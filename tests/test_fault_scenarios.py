@@ -162,6 +162,7 @@ def test_every_trial_failing_is_a_result(ray_session, tmp_path, capsys):
     assert "Traceback" not in err
     table = pd.read_csv(sweep_dir / "trials.csv")
     assert list(table["status"]) == ["errored", "errored"] and list(table["restarts"]) == [0, 0]
+    assert sorted(table["trial"]) == [1, 2]  # failed before their first report, still numbered
     assert table["stop_reason"].str.startswith("non-finite loss").all()
     summary = json.load(open(sweep_dir / "summary.json"))
     assert summary["status"] == "all_failed" and summary["status_counts"] == {"errored": 2}

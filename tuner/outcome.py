@@ -26,10 +26,8 @@ class AllFailed(Exception):
     def __init__(self, sweep_dir: str, counts: Mapping[str, int]):
         self.sweep_dir = sweep_dir
         self.counts = dict(counts)
-        n = sum(self.counts.values())
         detail = ", ".join(f"{v} {k}" for k, v in self.counts.items())
         super().__init__(f"every trial failed ({detail}); see {os.path.join(sweep_dir, 'trials.csv')}")
-        self.n = n
 
 
 def restarts_of(trial) -> int:
