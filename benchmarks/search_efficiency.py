@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         print(f"benchmarks/search_efficiency.py: data file not found: {args.data}", file=sys.stderr)
         return 2
 
-    from tuner import cluster, sweep
+    from tuner import cluster
 
     repeats = 1 if args.smoke_test else args.repeats
     reused = random_arms(args.reuse_random) if args.reuse_random else {}

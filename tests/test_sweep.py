@@ -140,6 +140,8 @@ def test_errored_trial_is_recorded_and_sweep_goes_on(ray_session, tmp_path):
     assert set(res.table["lr"]) == {0.01, 1e30}, "sampler never tried both values: change the seed"
     errored = res.table[res.table["status"] == "errored"]
     assert len(errored) and (errored["lr"] == 1e30).all()
+    assert (errored["restarts"] == 0).all()  # max_failures 0: failed once, never restarted
+    assert errored["stop_reason"].str.startswith("non-finite loss at epoch 1, step").all()
     assert (res.table[res.table["lr"] == 0.01]["status"] == "completed").all()
     client = MlflowClient(res.tracking_uri)
     kids = children_of(client, res.experiment_id, res.parent_run_id)

@@ -1,7 +1,8 @@
 """The Ray Tune function trainable: `trainables.loop.fit` with Tune's checkpoints around it.
 
 One of the few files that import Ray. Every epoch reports validation metrics with a checkpoint
-(model, optimizer, epoch, RNG); a restarted trial resumes from `tune.get_checkpoint()`.
+(model, optimizer, epoch, RNG, and a SHA-256 of the file); a restarted trial resumes from
+`tune.get_checkpoint()`, or from its newest earlier checkpoint that is intact (tuner/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from ray import tune
 
 from trainables import get_model
 from trainables.loop import fit
+from tuner import checkpoints
 from tuner import metrics as M
 
-STATE_FILE = "state.pt"
+STATE_FILE = checkpoints.STATE_FILE
 log = logging.getLogger(__name__)
 
 
@@ -30,10 +32,12 @@ def device_label(device: torch.device, use_gpu: bool) -> str:
     return f"{device.type} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')})"
 
 
-def load_state(checkpoint, device: torch.device) -> dict[str, Any]:
-    """Read a checkpoint's training state; weights_only refuses pickled code."""
+def load_state(checkpoint, device: torch.device) -> dict[str, Any] | None:
+    """A checkpoint's training state (weights_only refuses pickled code), verified; a corrupt one
+    falls back to the trial's previous checkpoint, and None (start over) when none is intact."""
     with checkpoint.as_directory() as d:
-        return torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=True)
+        state, _ = checkpoints.load_with_fallback(d, device)
+        return state
 
 
 def train(config: dict[str, Any], *, data, model: str, ks=(10, 20), batch_users: int = M.EVAL_BATCH_USERS, use_gpu: bool = False):
@@ -49,7 +53,7 @@ def train(config: dict[str, Any], *, data, model: str, ks=(10, 20), batch_users:
 
     def report(metrics: dict[str, float], get_state) -> None:
         with tempfile.TemporaryDirectory() as d:
-            torch.save(get_state(), os.path.join(d, STATE_FILE))
+            checkpoints.save(get_state(), d)
             # `device` is text: Tune keeps it in each result, MLflow metrics skip it
             tune.report({**metrics, "device": where}, checkpoint=tune.Checkpoint.from_directory(d))
 

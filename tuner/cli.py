@@ -105,6 +105,9 @@ def _finish(sweep, spec, fn) -> int:
     except sweep.Interrupted as e:
         print(f"tuner: interrupted; state saved. Resume with: tuner resume {e.sweep_dir}", file=sys.stderr)
         return 130
+    except sweep.outcome.AllFailed as e:  # a result, not a crash: trials.csv says why each failed
+        print(f"tuner: {e}", file=sys.stderr)
+        return 1
     if isinstance(res, tuple):
         spec, res = res
     print(sweep.report(spec, res))

@@ -25,15 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from analysis.stats import Row, compare, markdown_table
-from trainables.ray_trainable import STATE_FILE
 from trainables.ray_trainable import train as train_one
+from tuner import checkpoints
 from tuner import spec as specmod
-from tuner import sweep, tracking
+from tuner import recover, sweep, tracking
 from tuner.errors import TunerError, where
 from tuner.spec import Spec
 
@@ -156,8 +155,7 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
     client, exp_id = tracking.connect(uri, "compare", os.path.join(output, "mlartifacts"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     title = os.path.splitext(os.path.basename(claim.path))[0]
-    out_dir = os.path.abspath(os.path.join(output, f"compare-{title}-{stamp}"))
-    os.makedirs(out_dir)
+    out_dir = recover.unique_dir(output, f"compare-{title}-{stamp}")  # two compares in one second
     parent = client.create_run(exp_id, run_name=f"{claim.a.name} vs {claim.b.name} ({claim.seeds} seeds)", tags={
         "tuner.role": "compare", "claim": claim.claim[:500], "model": a.model, "dataset": data.name,
         "spec": os.path.basename(claim.path), "status": "running"})
@@ -200,11 +198,12 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
                 values["train_loss_jitter"] = _jitter(hist["train_loss"].to_numpy())
                 values["final_train_loss"] = float(hist["train_loss"].iloc[-1])
                 ckpt = r.get_best_checkpoint(spec.metric.name, spec.metric.mode)
-                with ckpt.as_directory() as d:
-                    state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+                with ckpt.as_directory() as d:  # verified; a corrupt one falls back to an earlier one
+                    state, _ = checkpoints.load_with_fallback(d, "cpu")
                 cfg = {**variants[side]["config"], "seed": seed}
-                test = sweep.evaluate_state(spec, cfg, data, state, "test")
-                values.update({f"test_{k}": v for k, v in test.items()})
+                if state is not None:  # no intact checkpoint: the seed has validation values only
+                    test = sweep.evaluate_state(spec, cfg, data, state, "test")
+                    values.update({f"test_{k}": v for k, v in test.items()})
             per_seed[side][seed] = values
         status = "completed"
     finally:

@@ -375,7 +375,7 @@ def _check_param(name: str, rp: _RawParam, f, tp, path: str, line_of) -> Param:
             raise err("choices", "categorical knob needs a non-empty 'choices' list")
         for extra in ("low", "high", "step"):
             if getattr(rp, extra) is not None:
-                raise err(extra, f"not allowed with type categorical (use choices)")
+                raise err(extra, "not allowed with type categorical (use choices)")
         if rp.log:
             raise err("log", "not allowed with type categorical (log applies to float and int)")
         choices = tuple(cfgmod.cast(c, tp, f"{key}.choices[{i}]", path, line_of) for i, c in enumerate(rp.choices))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -21,64 +20,30 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 import optuna
 import pandas as pd
-import ray
 import torch
 from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
 from analysis.diagnose import PathologyStopper
 from analysis.importance import importance
 from analysis.report import write_report
-from analysis.trials import trials_table
 from trainables import loop
-from trainables.ray_trainable import STATE_FILE, train
-from tuner import cluster
-from tuner import config as cfgmod
+from trainables.ray_trainable import train
+from tuner import checkpoints, cluster
 from tuner import metrics as M
+from tuner import outcome, recover
 from tuner import spec as specmod
 from tuner import tracking
 from tuner.data import Dataset
 from tuner.errors import TunerError
 from tuner.schedulers import PauseAwareLimiter, PromotionASHA
+from tuner.searcher import PrunedAwareOptunaSearch
 from tuner.space import define_by_run
 from tuner.spec import Spec
 
 log = logging.getLogger(__name__)
-
-
-class PrunedAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells ASHA-stopped trials to Optuna as PRUNED, not COMPLETE.
-
-    Stock OptunaSearch reports a trial stopped at epoch 2 as COMPLETE with its epoch-2 value,
-    so TPE and parameter importances would learn from truncated results.
-    """
-
-    def __init__(self, *args, epochs_of, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._epochs_of = epochs_of
-        self._configs: dict[str, dict] = {}
-
-    def suggest(self, trial_id: str):
-        config = super().suggest(trial_id)
-        if config is not None:
-            self._configs[trial_id] = config
-        return config
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        config = self._configs.get(trial_id)
-        if (result and not error and config is not None and trial_id in self._ot_trials
-                and trial_id not in self._completed_trials
-                and int(result.get("epoch", 0)) < self._epochs_of(config)):
-            try:
-                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-            except Exception as e:  # noqa: BLE001 - e.g. already told after a restore
-                log.warning("could not tell Optuna trial %s as pruned: %s", trial_id, e)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result, error)
 
 
 @dataclass
@@ -153,6 +118,7 @@ class _Sweep:
     pid: str
     base: dict
     t_start: float
+    resumed: bool = False
 
 
 def _trainable(spec: Spec, data: Dataset):
@@ -163,7 +129,7 @@ def _trainable(spec: Spec, data: Dataset):
     )
 
 
-def _search(spec: Spec, output: str, study_name: str):
+def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):
     """(searcher or None, search_alg or None, param_space) for the spec."""
     if not spec.space:
         return None, None, dict(spec.fixed)
@@ -171,10 +137,11 @@ def _search(spec: Spec, output: str, study_name: str):
                else optuna.samplers.RandomSampler(seed=spec.search.seed))
     # The study lives in SQLite beside mlflow.db: optuna-dashboard can open it, and a later
     # sweep with the same search.study_name continues it (warm start).
-    storage = optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(os.path.join(output, 'optuna.db'))}")
-    searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name, mode=spec.metric.mode,
-                                       sampler=sampler, epochs_of=epochs_counter(spec),
-                                       study_name=study_name, storage=storage)
+    with recover.output_lock(output):  # two sweeps creating optuna.db's tables at once collide
+        storage = optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(os.path.join(output, 'optuna.db'))}")
+        searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name, mode=spec.metric.mode,
+                                           sampler=sampler, epochs_of=epochs_counter(spec),
+                                           study_name=study_name, storage=storage, owner=owner)
     # asha_promote pauses trials at rungs: only running trials may count against the concurrency
     limiter = PauseAwareLimiter if spec.scheduler.type == "asha_promote" else ConcurrencyLimiter
     return searcher, limiter(searcher, max_concurrent=spec.search.concurrency), {}
@@ -201,16 +168,14 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     data = data if data is not None else entry.dataset(spec)
     searched = tuple(p.name for p in spec.space)
     base = baseline(data, spec.eval.ks) if entry.task == "ranking" else {}
-
     uri = spec.tracking.uri or tracking.default_uri(output)
     tracking.check_reachable(uri)  # before anything is written
     start_ray(spec, address, verbose)
     os.makedirs(output, exist_ok=True)
     client, exp_id = tracking.connect(uri, spec.tracking.experiment or spec.name, os.path.join(output, "mlartifacts"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    sweep_dir = os.path.abspath(os.path.join(output, f"{spec.name}-{stamp}"))
-    os.makedirs(sweep_dir)
-    study_name = spec.search.study_name or f"{spec.name}-{stamp}"
+    sweep_dir = recover.unique_dir(output, f"{spec.name}-{stamp}")  # -2, -3 for sweeps in the same second
+    study_name = spec.search.study_name or os.path.basename(sweep_dir)
 
     parent = client.create_run(exp_id, run_name=f"{spec.name} {stamp}", tags={
         "tuner.role": "sweep", "model": spec.model, "dataset": data.name, "optuna.study": study_name,
@@ -234,8 +199,9 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
                    "parent_run_id": pid, "study_name": study_name}, fh, indent=2)
 
     runs_cb = tracking.TrialRuns(uri, exp_id, pid, model=spec.model, dataset=data.name, spec_file=spec.path,
-                                 searched=searched, epochs_of=epochs_counter(spec), rungs=spec.scheduler.rungs(spec.max_epochs()))
-    searcher, search_alg, param_space = _search(spec, output, study_name)
+                                 searched=searched, epochs_of=epochs_counter(spec), rungs=spec.scheduler.rungs(spec.max_epochs()),
+                                 early_stopper="asha" if spec.scheduler.type.startswith("asha") else "")  # FIFO never stops early
+    searcher, search_alg, param_space = _search(spec, output, study_name, os.path.basename(sweep_dir))
     tuner = tune.Tuner(
         _trainable(spec, data),
         param_space=param_space,
@@ -287,7 +253,8 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1) -> t
     # Tuner.restore unpickles the experiment state: only ever point it at our own sweep folders.
     tuner = tune.Tuner.restore(os.path.join(os.path.abspath(sweep_dir), "ray"), trainable=_trainable(spec, data),
                                resume_unfinished=True, resume_errored=False, restart_errored=False)
-    ctx = _Sweep(spec, data, meta["output"], os.path.abspath(sweep_dir), uri, client, exp_id, pid, base, t_start)
+    ctx = _Sweep(spec, data, meta["output"], os.path.abspath(sweep_dir), uri, client, exp_id, pid, base, t_start,
+                 resumed=True)
     return spec, _execute(ctx, tuner, address, verbose)
 
 
@@ -306,118 +273,108 @@ def _searcher_of(tuner) -> PrunedAwareOptunaSearch | None:
 
 
 def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResult:
-    spec, data, client, pid = ctx.spec, ctx.data, ctx.client, ctx.pid
     runs_cb = _callback(tuner)
-    epochs_of = epochs_counter(spec)
-    searched = tuple(p.name for p in spec.space)
-    status = "failed"
+    status, table = "failed", None
     try:
-        grid = tuner.fit()
+        with recover.catching() as interrupted:
+            grid = tuner.fit()
         trials = grid._experiment_analysis.trials
-        if len(trials) < spec.search.samples or any(t.status not in ("TERMINATED", "ERROR") for t in trials):
-            status = "interrupted"
-            raise Interrupted(ctx.sweep_dir)
+        # a resume after SIGKILL: MLflow runs / Optuna trials Ray never saved are closed as lost
+        lost = recover.close_lost(runs_cb, _searcher_of(tuner) if ctx.resumed else None,
+                                  [t.trial_id for t in trials])
+        runs_cb.close_running()  # before the table: a run still open here was interrupted
         results = list(grid)
-        table = trials_table(results, spec.metric.name, spec.metric.mode, epochs_of, searched, runs_cb.numbers)
-        restarts = {t.trial_id: t.run_metadata.num_failures for t in trials}
-        table.insert(3, "restarts", table["trial_id"].map(restarts).fillna(0).astype(int))
-        reasons = {r.metrics.get("trial_id"): r.metrics.get("stop_reason") or "" for r in results if r.metrics}
-        table.insert(4, "stop_reason", table["trial_id"].map(reasons).fillna(""))
-        table.loc[table["stop_reason"] != "", "status"] = "pathology"
-        ok = [r for r in results if r.error is None and r.metrics and spec.metric.name in r.metrics]
-        if not ok:
-            raise RuntimeError("every trial failed; see the errors in the trials table")
-        best = grid.get_best_result(spec.metric.name, spec.metric.mode, scope="all")
-        ckpt = best.get_best_checkpoint(spec.metric.name, spec.metric.mode)
-        with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
-        best_config = {k: v for k, v in best.config.items()}
-        hist = best.metrics_dataframe
-        row = hist.loc[hist[spec.metric.name].idxmax() if spec.metric.mode == "max" else hist[spec.metric.name].idxmin()]
-        best_val = {k: float(row[k]) for k in row.index if str(k).startswith("val_")}
-        best_val["epoch"] = float(row["epoch"])
-        test = evaluate_state(spec, best_config, data, state, "test")
+        table = outcome.build_table(ctx.spec, results, trials, runs_cb, epochs_counter(ctx.spec), lost)
+        if (interrupted.is_set() or len(trials) < ctx.spec.search.samples
+                or any(t.status not in ("TERMINATED", "ERROR") for t in trials)):
+            status = "interrupted"
+            outcome.write_files(ctx.sweep_dir, table, outcome.base_summary(ctx, table, status))
+            raise Interrupted(ctx.sweep_dir)
+        if not [r for r in results if r.error is None and r.metrics and ctx.spec.metric.name in r.metrics]:
+            status = "all_failed"
+            outcome.write_files(ctx.sweep_dir, table, outcome.base_summary(ctx, table, status))
+            raise outcome.AllFailed(ctx.sweep_dir, outcome.failure_counts(table))
+        res = _complete(ctx, tuner, results, table, runs_cb)
         status = "completed"
+        return res
+    except KeyboardInterrupt:  # a second Ctrl+C, or one outside Tune's loop: still resumable
+        status = "interrupted"
+        raise Interrupted(ctx.sweep_dir) from None
+    except Exception:
+        if status == "failed" and table is None:
+            table = _salvage(ctx, runs_cb)
+        raise
     finally:
         runs_cb.close_running()
         if status != "completed":
-            client.set_tag(pid, "status", status)
-            client.set_terminated(pid, "KILLED" if status == "interrupted" else "FAILED")
+            if status == "failed" and table is not None:  # an unexpected error: keep what is known
+                outcome.write_files(ctx.sweep_dir, table, outcome.base_summary(ctx, table, status))
+            outcome.close_parent(ctx.client, ctx.pid, status, ctx.sweep_dir)
 
-    sweep_dir = ctx.sweep_dir
+
+def _salvage(ctx: _Sweep, runs_cb) -> pd.DataFrame | None:
+    """`fit` itself raised: a trials table from the experiment state Ray last saved (best effort),
+    so that the sweep folder still says which trials ran and how far."""
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    try:
+        analysis = ExperimentAnalysis(os.path.join(ctx.sweep_dir, "ray"))
+        return outcome.build_table(ctx.spec, list(ResultGrid(analysis)), analysis.trials, runs_cb,
+                                   epochs_counter(ctx.spec))
+    except Exception as e:  # noqa: BLE001 - nothing saved yet, or unreadable: the parent still closes
+        log.warning("no trials table after the failure: %s", str(e).splitlines()[0][:200] if str(e) else e)
+        return None
+
+
+def _complete(ctx: _Sweep, tuner, results: list, table: pd.DataFrame, runs_cb) -> SweepResult:
+    spec, client, pid = ctx.spec, ctx.client, ctx.pid
+    best, state, metrics, used = checkpoints.best_intact(results, spec.metric.name, spec.metric.mode, runs_cb.numbers)
+    best_config = {k: v for k, v in best.config.items()}
+    best_val = {k: float(v) for k, v in metrics.items() if str(k).startswith("val_") and isinstance(v, (int, float))}
+    best_val["epoch"] = float(metrics.get("epoch", 0))
+    test = evaluate_state(spec, best_config, ctx.data, state, "test")
     wall = time.time() - ctx.t_start
-    table.to_csv(os.path.join(sweep_dir, "trials.csv"), index=False)
-    with open(os.path.join(sweep_dir, "best_config.yaml"), "w") as fh:
+    with open(os.path.join(ctx.sweep_dir, "best_config.yaml"), "w") as fh:
         fh.write(specmod.dump_fixed(spec, best_config))
-    summary = {
-        "spec": os.path.abspath(spec.path), "dataset": data.name, "best_config": best_config,
-        "best_val": best_val, "test": test, "popularity": ctx.base, "wall_seconds": wall,
-        "trials": len(table), "status_counts": table["status"].value_counts().to_dict(),
-        "tracking_uri": tracking.redact(ctx.uri), "parent_run_id": pid,
-    }
-    with open(os.path.join(sweep_dir, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=2, default=str)
+    summary = {**outcome.base_summary(ctx, table, "completed"), "best_config": best_config,
+               "best_val": best_val, "test": test, "test_checkpoint": used, "wall_seconds": wall}
+    outcome.write_files(ctx.sweep_dir, table, summary)
     now = int(time.time() * 1000)
     client.log_batch(pid,
                      metrics=[Metric(f"test_{k}", v, now, 0) for k, v in test.items()]
                      + [Metric(f"best_val_{k.removeprefix('val_')}", v, now, 0) for k, v in best_val.items()]
                      + [Metric("wall_seconds", wall, now, 0)],
                      params=[Param(f"best.{k}", str(v)[:500]) for k, v in best_config.items()],
-                     tags=[RunTag("status", "completed"),
-                           RunTag("best_trial", str(runs_cb.numbers.get(best.metrics.get("trial_id"), "")))])
+                     tags=[RunTag("status", "completed"), RunTag("best_trial", str(used["trial"] or ""))])
     for f in ("trials.csv", "best_config.yaml", "summary.json"):
-        client.log_artifact(pid, os.path.join(sweep_dir, f))
+        client.log_artifact(pid, os.path.join(ctx.sweep_dir, f))
     searcher = _searcher_of(tuner)
     imp = importance(searcher._ot_study, spec.metric.name) if searcher is not None else {}
-    histories = {runs_cb.numbers.get(r.metrics.get("trial_id"), i): r.metrics_dataframe
-                 for i, r in enumerate(results) if r.metrics_dataframe is not None}
-    try:
-        paths = write_report(os.path.join(sweep_dir, "report"), table, histories, spec.metric.name,
-                             spec.metric.mode, searched, imp, f"{spec.name}: {len(table)} trials")
-        client.log_artifacts(pid, os.path.join(sweep_dir, "report"), "report")
-    except Exception as e:  # noqa: BLE001 - a plotting failure must not lose the sweep's results
-        log.warning("report failed: %s", e)
-        paths = {}
+    paths = _write_report(ctx, table, results, runs_cb, imp)
     client.set_terminated(pid, "FINISHED")
-    return SweepResult(sweep_dir, ctx.uri, ctx.exp_id, pid, table, best_config, best_val, test, ctx.base, wall,
+    return SweepResult(ctx.sweep_dir, ctx.uri, ctx.exp_id, pid, table, best_config, best_val, test, ctx.base, wall,
                        study=searcher._ot_study if searcher is not None else None,
                        extra={"failed_mlflow_writes": runs_cb.failed_writes,
                               "optuna_storage": searcher._storage.url if searcher is not None else None,
                               "study_name": searcher._study_name if searcher is not None else None,
-                              "report": paths.get("html"), "importance": dict(imp)})
+                              "report": paths.get("html"), "importance": dict(imp), "test_checkpoint": used})
+
+
+def _write_report(ctx: _Sweep, table: pd.DataFrame, results: list, runs_cb, imp) -> dict:
+    spec = ctx.spec
+    searched = tuple(p.name for p in spec.space)
+    histories = {runs_cb.numbers.get(r.metrics.get("trial_id"), i): r.metrics_dataframe
+                 for i, r in enumerate(results) if r.metrics_dataframe is not None and r.metrics}
+    try:
+        paths = write_report(os.path.join(ctx.sweep_dir, "report"), table, histories, spec.metric.name,
+                             spec.metric.mode, searched, imp, f"{spec.name}: {len(table)} trials")
+        ctx.client.log_artifacts(ctx.pid, os.path.join(ctx.sweep_dir, "report"), "report")
+        return paths
+    except Exception as e:  # noqa: BLE001 - a plotting failure must not lose the sweep's results
+        log.warning("report failed: %s", e)
+        return {}
 
 
 def report(spec: Spec, res: SweepResult, top: int = 5) -> str:
-    """The end-of-sweep summary printed by `tuner run`."""
-    m = spec.metric.name
-    lines = [f"\n== {spec.name}: {len(res.table)} trials in {res.wall_seconds:.0f}s  "
-             f"({', '.join(f'{v} {k}' for k, v in res.table['status'].value_counts().items())})"]
-    cols = [c for c in res.table.columns if c not in ("trial_id", "error")]
-    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
-        lines.append(res.table[cols].head(top).to_string(index=False))
-    lines.append(f"\nbest config: {json.dumps(res.best_config, default=str)}")
-    ks = spec.eval.ks
-    if spec.model_entry().task == "ranking":
-        fmt_row = lambda d: "  ".join(f"{b}@{k} {d.get(f'{b}_{k}', float('nan')):.4f}" for k in ks for b in ("hr", "ndcg"))
-    else:  # e.g. classification: macro_f1, accuracy, ...
-        fmt_row = lambda d: "  ".join(f"{k} {v:.4f}" for k, v in d.items() if k != "epoch" and not k.startswith("f1_class"))
-    lines.append(f"best validation (epoch {int(res.best_val.get('epoch', 0))}): "
-                 + fmt_row({k.removeprefix('val_'): v for k, v in res.best_val.items()}))
-    lines.append(f"test, best trial:      {fmt_row(res.test)}")
-    if res.baseline:
-        lines.append(f"test, popularity:      {fmt_row(res.baseline['test'])}")
-    if res.extra.get("importance"):
-        lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in res.extra["importance"].items()))
-    lines.append(f"\noutputs:   {res.sweep_dir}/  (trials.csv, best_config.yaml, summary.json, report/report.html)")
-    lines.append(f"re-run:    tuner run {os.path.join(res.sweep_dir, 'best_config.yaml')}")
-    if res.tracking_uri.startswith("sqlite:"):
-        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1"
-                     f"   (experiment {res.experiment_id}, parent run {res.parent_run_id})")
-    else:
-        lines.append(f"MLflow:    {tracking.redact(res.tracking_uri)}  experiment {res.experiment_id}, "
-                     f"parent run {res.parent_run_id}")
-    if res.extra.get("optuna_storage"):
-        lines.append(f"Optuna:    optuna-dashboard {res.extra['optuna_storage']}   (study {res.extra['study_name']})")
-    if res.extra.get("failed_mlflow_writes"):
-        lines.append(f"warning: {res.extra['failed_mlflow_writes']} MLflow writes failed and were skipped")
-    return "\n".join(lines)
+    """The end-of-sweep summary printed by `tuner run` (tuner/outcome.py)."""
+    return outcome.render(spec, res, top)

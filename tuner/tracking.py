@@ -53,15 +53,22 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def connect(uri: str, experiment: str, artifact_root: str) -> tuple[MlflowClient, str]:
-    """Create (or find) the experiment on the driver, before any trial runs."""
+    """Create (or find) the experiment on the driver, before any trial runs.
+
+    Under a lock in the output folder (artifact_root's parent): two sweeps creating the same SQLite
+    database at once raced in MLflow's alembic migration ("Online migration expected to match one
+    row") or both created the experiment."""
+    from tuner.recover import output_lock
+
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
     try:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            return client, client.create_experiment(experiment, artifact_location=os.path.abspath(artifact_root))
-        return client, exp.experiment_id
+        with output_lock(os.path.dirname(os.path.abspath(artifact_root))):
+            client = MlflowClient(uri)
+            exp = client.get_experiment_by_name(experiment)  # the first query creates/migrates the DB
+            if exp is None:
+                return client, client.create_experiment(experiment, artifact_location=os.path.abspath(artifact_root))
+            return client, exp.experiment_id
     except Exception as e:  # any backend failure: unreachable server, bad DB path, auth
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TunerError(f"tracking.uri: cannot reach MLflow at {redact(uri)}: {msg[:200]}") from None
@@ -86,7 +93,7 @@ class TrialRuns(tune.Callback):
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *,
                  model: str, dataset: str, spec_file: str, searched: Iterable[str], epochs_of,
-                 rungs: tuple[int, ...] = ()):
+                 rungs: tuple[int, ...] = (), early_stopper: str = "asha"):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = experiment_id
@@ -98,6 +105,8 @@ class TrialRuns(tune.Callback):
         self.runs: dict[str, str] = {}  # trial_id -> run_id
         self.last_step: dict[str, int] = {}  # trial_id -> last epoch logged
         self.numbers: dict[str, int] = {}
+        self.final: dict[str, str] = {}  # trial_id -> the status tag it ended with
+        self.early_stopper = early_stopper  # "asha" when a scheduler may stop trials early, else ""
         self.failed_writes = 0
 
     # Ray pickles callbacks into its experiment state (for Tuner.restore): drop the client.
@@ -107,6 +116,8 @@ class TrialRuns(tune.Callback):
         return state
 
     def __setstate__(self, state):
+        state.setdefault("final", {})  # pickled by an older version
+        state.setdefault("early_stopper", "asha")
         self.__dict__.update(state)
         self.client = MlflowClient(self.tracking_uri)
 
@@ -133,6 +144,8 @@ class TrialRuns(tune.Callback):
                 self.runs[tid] = r.info.run_id
                 self.numbers[tid] = int(r.data.tags.get("tuner.trial_number", "0"))
                 self.last_step[tid] = int(r.data.tags.get("epochs_run", "0"))
+                if r.info.status != "RUNNING" and r.data.tags.get("status"):
+                    self.final[tid] = r.data.tags["status"]
 
     def setup(self, **info):
         self._existing_runs()
@@ -148,6 +161,8 @@ class TrialRuns(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.runs:  # resumed trial: reopen its run
             self._safe(self.client.update_run, self.runs[trial.trial_id], status="RUNNING")
+            self._safe(self.client.set_tag, self.runs[trial.trial_id], "status", "running")
+            self.final.pop(trial.trial_id, None)
             return
         number = max(self.numbers.values(), default=0) + 1
         self.numbers[trial.trial_id] = number
@@ -185,39 +200,51 @@ class TrialRuns(tune.Callback):
         self._safe(self.client.log_batch, run_id, metrics=metrics,
                    tags=[RunTag("epochs_run", str(step))])
 
+    def _ending(self, trial, ran: int) -> tuple[str, str]:
+        """(status, stop_reason) of a trial Tune ended without an error."""
+        from tuner.recover import INTERRUPTED
+
+        last = trial.last_result or {}
+        if last.get("stop_reason"):  # the pathology stopper ended it (analysis/diagnose.py)
+            return "pathology", str(last["stop_reason"])
+        if ran >= self.epochs_of(trial.config):
+            return "completed", ""
+        if INTERRUPTED.is_set():  # Ctrl+C / SIGTERM ended it: `tuner resume` continues it
+            return "interrupted", ""
+        # only an ASHA scheduler stops healthy trials early; FIFO never does
+        return "stopped_early", (self.early_stopper or "stopped before its last epoch")
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
         if run_id is None:
             return
-        last = trial.last_result or {}
-        ran = int(last.get("epoch", 0))
-        planned = self.epochs_of(trial.config)
-        if last.get("stop_reason"):  # the pathology stopper ended it (analysis/diagnose.py)
-            status, reason = "pathology", str(last["stop_reason"])
-        else:
-            status, reason = ("completed", "") if ran >= planned else ("stopped_early", "asha")
+        ran = int((trial.last_result or {}).get("epoch", 0))
+        status, reason = self._ending(trial, ran)
         tags = [RunTag("status", status), RunTag("epochs_run", str(ran))]
         if self.rungs:  # how far up ASHA's ladder the trial climbed (0 = never reached a rung)
             tags.append(RunTag("asha_rung", str(sum(ran >= r for r in self.rungs))))
         if reason:
             tags.append(RunTag("stop_reason", reason))
+        self.final[trial.trial_id] = status
         self._safe(self.client.log_batch, run_id, tags=tags)
-        self._safe(self.client.set_terminated, run_id, "FINISHED")
+        self._safe(self.client.set_terminated, run_id, "KILLED" if status == "interrupted" else "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
         if run_id is None:
             return
         reason = error_reason(trial)
+        self.final[trial.trial_id] = "errored"
         self._safe(self.client.log_batch, run_id,
                    tags=[RunTag("status", "errored"), RunTag("stop_reason", reason[:500])])
         self._safe(self.client.set_terminated, run_id, "FAILED")
 
     def close_running(self) -> None:
         """At the end (or on interruption): no child run may stay RUNNING forever."""
-        for run_id in self.runs.values():
+        for tid, run_id in self.runs.items():
             run = self._safe(self.client.get_run, run_id)
             if run is not None and run.info.status == "RUNNING":
+                self.final[tid] = "interrupted"
                 self._safe(self.client.log_batch, run_id, tags=[RunTag("status", "interrupted")])
                 self._safe(self.client.set_terminated, run_id, "KILLED")
 
