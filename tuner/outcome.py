@@ -110,7 +110,6 @@ def failure_counts(table: pd.DataFrame) -> dict[str, int]:
 
 def render(spec, res, top: int = 5) -> str:
     """The end-of-sweep summary printed by `tuner run`."""
-    m = spec.metric.name
     lines = [f"\n== {spec.name}: {len(res.table)} trials in {res.wall_seconds:.0f}s  "
              f"({', '.join(f'{v} {k}' for k, v in res.table['status'].value_counts().items())})"]
     cols = [c for c in res.table.columns if c not in ("trial_id", "error")]
