@@ -53,10 +53,10 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def run_script(args, timeout, env=None):
+def run_script(args, timeout, env=None, cwd=None):
     """Run a script in its own process group; on timeout, SIGTERM it (its finally shuts its cluster
     down), then kill the whole group: nothing it started outlives the test."""
-    p = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    p = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
                          start_new_session=True)
     try:
         out, err = p.communicate(timeout=timeout)

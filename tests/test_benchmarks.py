@@ -12,14 +12,14 @@ import run as bench  # noqa: E402
 
 def test_unknown_section_is_one_line_exit_2():
     p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--only", "eval,warp"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip() == "benchmarks/run.py: --only: unknown section 'warp'; valid: ttq, eval, bpr, overhead, memory"
 
 
 def test_missing_data_is_one_line_exit_2(tmp_path):
     p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--data", str(tmp_path / "no.txt")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no.txt" in p.stderr
 
 

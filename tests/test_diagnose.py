@@ -250,7 +250,7 @@ def test_checks_do_not_import_ray_and_stopper_pickles():
     import sys
 
     code = "import sys, analysis.diagnose as d; d.diagnose([], 'm'); print('ray' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip() == "False"
     from ray.tune.stopper import Stopper
 
     stop = PathologyStopper(M, "min", DiagnoseConfig(stuck_epochs=4))

@@ -202,13 +202,13 @@ def test_benchmark_smoke_variant(tmp_path):
     """benchmarks/sasrec_beauty.py --smoke-test: the CI variant runs in seconds and writes results."""
     import json
     import os
-    import subprocess
-    import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "sasrec_beauty.py"), "--smoke-test",
-                           "--threads", "1", "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    from helpers import run_script
+
+    code, _, err = run_script([os.path.join(root, "benchmarks", "sasrec_beauty.py"), "--smoke-test",
+                               "--threads", "1", "--output", str(tmp_path)], timeout=300)
+    assert code == 0, err[-2000:]
     out = json.loads((tmp_path / "sasrec_beauty_smoke.json").read_text())
     assert set(out["runs"]) == {"ce", "bce_1neg"}
     for r in out["runs"].values():

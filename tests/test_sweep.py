@@ -3,11 +3,12 @@
 import json
 import os
 import subprocess
-import sys
 
+import faultkit
 import optuna
 import pytest
 import yaml
+from helpers import run_script
 from mlflow.tracking import MlflowClient
 
 from tuner import spec as specmod
@@ -152,8 +153,10 @@ def test_errored_trial_is_recorded_and_sweep_goes_on(ray_session, tmp_path):
         assert r.data.tags["stop_reason"].startswith("non-finite loss at epoch 1, step")
 
 
-def run_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "tuner", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+def run_cli(*args, cwd, timeout=300):
+    """`python -m tuner ARGS` in its own process group, ended whole (any Ray it started too)."""
+    code, out, err = run_script(["-m", "tuner", *args], timeout=timeout, cwd=cwd)
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 @pytest.mark.parametrize("mutate, needle", [
@@ -203,20 +206,15 @@ def runs_where(client, query: str) -> list:
 def interrupt_sweep(tmp_path, body, ready) -> tuple:
     """`tuner run` the spec in a subprocess, Ctrl+C it once ready(client) holds; (client, sweep_dir)."""
     import signal
-    import time
 
     path = write_spec(tmp_path, body)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", path, "--output", str(out), "--quiet"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    deadline = time.time() + 150
-    while time.time() < deadline and not ready(client):
-        time.sleep(0.5)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    with faultkit.tuner_process(["run", path, "--output", str(out), "--quiet"], tmp_path) as proc:
+        faultkit.wait_until(lambda: ready(client), 150, proc, "the sweep to reach the interrupt point")
+        proc.send_signal(signal.SIGINT)
+        assert faultkit.finish(proc, 120) == 130, faultkit.stderr_of(tmp_path)[-2000:]
+    err = faultkit.stderr_of(tmp_path)
     hint = [l for l in err.splitlines() if "tuner resume" in l]
     assert hint, err[-2000:]
     return client, hint[-1].split("tuner resume ")[-1].strip()
