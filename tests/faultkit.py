@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from typing import Callable, Iterator
+
+from helpers import kill_group
 
 # FAULTKIT_CODE: run the scenarios against another checkout (e.g. to see them fail before a fix)
 ROOT = os.environ.get("FAULTKIT_CODE") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,14 +28,6 @@ def tuner_process(args: list[str], log_dir, env: dict | None = None, name: str =
             yield p
         finally:
             kill_group(p)
-
-
-def kill_group(p: subprocess.Popen) -> None:
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except OSError:
-        pass
-    p.wait()
 
 
 def stderr_of(log_dir, name: str = "tuner") -> str:

@@ -68,9 +68,14 @@ def run_script(args, timeout, env=None, cwd=None):
             out, err = "", "killed"
         pytest.fail(f"{args[0]} ran past {timeout}s: {err[-2000:]}")
     finally:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        p.wait()
+        kill_group(p)
     return p.returncode, out, err
+
+
+def kill_group(p: subprocess.Popen) -> None:
+    """SIGKILL a process started with start_new_session=True and everything in its group; reap it."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    p.wait()

@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 import yaml
+from helpers import kill_group
 
 pytestmark = pytest.mark.ray
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -75,8 +76,4 @@ def test_mlflow_ui_shows_parent_children_and_a_chart(ray_session, tmp_path, brow
         try:
             ui.wait(timeout=30)
         finally:
-            try:
-                os.killpg(ui.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            ui.wait()
+            kill_group(ui)

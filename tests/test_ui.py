@@ -8,6 +8,7 @@ import sys
 import urllib.request
 
 import pytest
+from helpers import kill_group
 from mlflow.tracking import MlflowClient
 
 import leaks
@@ -37,11 +38,7 @@ def test_ui_answers_before_the_link_and_ends_its_whole_group(output, sig):
         assert proc.wait(timeout=60) == 0
         assert leaks.left_behind({"token": token, "address_file": leaks._read(leaks.ADDRESS_FILE)}, 30) == []
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        proc.wait()
+        kill_group(proc)
 
 
 def test_ui_without_a_database_is_one_line(tmp_path):
