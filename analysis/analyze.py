@@ -9,6 +9,7 @@ Writes <out>/trials.csv, the PNG plots and report.html, attaches them to the par
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from analysis.diagnose import DiagnoseConfig, first_diagnosis
 from analysis.importance import importance
 from analysis.report import write_report
-from tuner import tracking
+from tuner import termtable, tracking
 from tuner.errors import TunerError
 
 HISTORY_KEYS = ("train_loss", "logit_bound", "logit_scale", "grad_ratio")
@@ -135,9 +136,7 @@ def render(a: Analysis) -> str:
     cols = [c for c in a.table.columns if c != "run_id"]
     lines = [f"== {a.parent.info.run_name}: {len(a.table)} trials  "
              f"({', '.join(f'{v} {k}' for k, v in a.table['status'].value_counts().items())})"]
-    with pd.option_context("display.width", 180, "display.max_columns", 30, "display.max_colwidth", 60,
-                           "display.float_format", "{:.4g}".format):
-        lines.append(a.table[cols].to_string(index=False))
+    lines.append(termtable.render(a.table[cols]))  # 120 columns; the CSV it writes has everything
     test = {k: v for k, v in a.parent.data.metrics.items() if k.startswith("test_")}
     if test:
         lines.append("best trial on test: " + "  ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(test.items())))
@@ -146,4 +145,6 @@ def render(a: Analysis) -> str:
                      + ", ".join(f"{k} {v:.2f}" for k, v in a.importance.items()))
     lines.append(f"written: {a.out_dir}/ (trials.csv, report.html, *.png); attached to MLflow run "
                  f"{a.parent.info.run_id} under analysis/")
-    return "\n".join(lines)
+    # one table row per line; the prose lines wrap at the table's width
+    return "\n".join(textwrap.fill(ln, termtable.WIDTH, subsequent_indent="  ") if i > 1 else ln
+                     for i, ln in enumerate(lines))

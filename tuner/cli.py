@@ -99,7 +99,7 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
-def _finish(sweep, spec, fn) -> int:
+def _finish(sweep, spec, fn, quiet: bool = False) -> int:
     try:
         res = fn()
     except sweep.Interrupted as e:
@@ -110,7 +110,7 @@ def _finish(sweep, spec, fn) -> int:
         return 1
     if isinstance(res, tuple):
         spec, res = res
-    print(sweep.report(spec, res))
+    print(sweep.report(spec, res, compact=quiet))
     return 0
 
 
@@ -200,7 +200,7 @@ def cmd_run(args) -> int:
     source = {"spec_path": args.space, "overrides": _overrides_of(args), "smoke": bool(args.smoke_test),
               "max_epochs": args.max_epochs}
     return _finish(sweep, spec, lambda: sweep.run(spec, output=args.output, address=args.address,
-                                                 verbose=_verbosity(args), source=source))
+                                                 verbose=_verbosity(args), source=source), args.quiet)
 
 
 def cmd_resume(args) -> int:
@@ -212,7 +212,8 @@ def cmd_resume(args) -> int:
     from tuner import sweep
 
     _stop_on_sigterm()
-    return _finish(sweep, None, lambda: sweep.resume(args.run, address=args.address, verbose=_verbosity(args)))
+    return _finish(sweep, None, lambda: sweep.resume(args.run, address=args.address, verbose=_verbosity(args)),
+                   args.quiet)
 
 
 def verbosity_flags(sp: argparse.ArgumentParser) -> None:
@@ -239,8 +240,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, clamp(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
 
 
+def version() -> str:
+    """The installed distribution's version; from pyproject.toml when run from a source checkout."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("tuner")
+    except metadata.PackageNotFoundError:
+        import re
+
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
+        try:
+            with open(path) as fh:
+                found = re.search(r'^version\s*=\s*"([^"]+)"', fh.read(), re.M)
+        except OSError:
+            found = None
+        return found.group(1) if found else "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tuner", description="Measured hyperparameter sweeps for recommenders.")
+    p.add_argument("--version", action="version", version=f"tuner {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def spec_args(sp):

@@ -32,7 +32,7 @@ from analysis.stats import Row, compare, markdown_table
 from trainables.ray_trainable import train as train_one
 from tuner import checkpoints
 from tuner import spec as specmod
-from tuner import recover, sweep, tracking
+from tuner import progress, recover, sweep, tracking
 from tuner.errors import TunerError, where
 from tuner.spec import Spec
 
@@ -150,6 +150,7 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
     }
     uri = a.tracking.uri or tracking.default_uri(output)
     tracking.check_reachable(uri)
+    progress.quiet_libraries()
     sweep.start_ray(a, address, verbose)
     os.makedirs(output, exist_ok=True)
     client, exp_id = tracking.connect(uri, "compare", os.path.join(output, "mlartifacts"))
@@ -177,7 +178,7 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
         param_space={"variant": tune.grid_search(["A", "B"]), "seed": tune.grid_search(list(range(claim.seeds)))},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency or a.search.concurrency,
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name="ray", storage_path=out_dir, callbacks=[runs_cb], verbose=verbose,
+        run_config=tune.RunConfig(name="ray", storage_path=out_dir, callbacks=[runs_cb], verbose=progress.ray_verbosity(verbose),
                                   checkpoint_config=tune.CheckpointConfig(
                                       num_to_keep=1, checkpoint_score_attribute=a.metric.name,
                                       checkpoint_score_order=a.metric.mode),

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import time
 from typing import Any, Mapping
 
 import pandas as pd
 
 from analysis.trials import trials_table
-from tuner import tracking
+from tuner import termtable, tracking
 
 # MLflow parent status for each way a sweep can end without a best trial
 PARENT_STATUS = {"interrupted": "KILLED", "all_failed": "FAILED", "failed": "FAILED"}
@@ -108,14 +109,21 @@ def failure_counts(table: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in table["status"].value_counts().items()}
 
 
+def render_compact(spec, res) -> str:
+    """The summary `--quiet` prints, in 15 lines: the top 3 trials, no blank lines, no re-run line and no
+    MLflow run ids (summary.json has them)."""
+    lines = render(spec, res, top=3).split("\n")
+    return "\n".join(ln for ln in lines if ln.strip() and not ln.startswith(("re-run:", "           (experiment")))
+
+
 def render(spec, res, top: int = 5) -> str:
     """The end-of-sweep summary printed by `tuner run`."""
     lines = [f"\n== {spec.name}: {len(res.table)} trials in {res.wall_seconds:.0f}s  "
              f"({', '.join(f'{v} {k}' for k, v in res.table['status'].value_counts().items())})"]
     cols = [c for c in res.table.columns if c not in ("trial_id", "error")]
-    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
-        lines.append(res.table[cols].head(top).to_string(index=False))
-    lines.append(f"\nbest config: {json.dumps(res.best_config, default=str)}")
+    lines.append(termtable.render(res.table[cols].head(top)))  # 120 columns; trials.csv has everything
+    lines.append(textwrap.fill(f"best config: {json.dumps(res.best_config, default=str)}", termtable.WIDTH,
+                               initial_indent="\n", subsequent_indent="  "))
     ks = spec.eval.ks
     if spec.model_entry().task == "ranking":
         fmt_row = lambda d: "  ".join(f"{b}@{k} {d.get(f'{b}_{k}', float('nan')):.4f}" for k in ks for b in ("hr", "ndcg"))
@@ -131,8 +139,8 @@ def render(spec, res, top: int = 5) -> str:
     lines.append(f"\noutputs:   {res.sweep_dir}/  (trials.csv, best_config.yaml, summary.json, report/report.html)")
     lines.append(f"re-run:    tuner run {os.path.join(res.sweep_dir, 'best_config.yaml')}")
     if res.tracking_uri.startswith("sqlite:"):
-        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1"
-                     f"   (experiment {res.experiment_id}, parent run {res.parent_run_id})")
+        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1\n"
+                     f"           (experiment {res.experiment_id}, parent run {res.parent_run_id})")
     else:
         lines.append(f"MLflow:    {tracking.redact(res.tracking_uri)}  experiment {res.experiment_id}, "
                      f"parent run {res.parent_run_id}")

@@ -17,6 +17,9 @@ from typing import Any, Mapping
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Tune warns when one result takes over 0.5 s to process (our MLflow writes on a busy machine): noise;
+# a 5 s step is still worth a warning. Read by ray.tune.utils.util at import.
+os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
 
 import optuna
 import pandas as pd
@@ -33,7 +36,7 @@ from trainables import loop
 from trainables.ray_trainable import train
 from tuner import checkpoints, cluster
 from tuner import metrics as M
-from tuner import outcome, recover
+from tuner import outcome, progress, recover
 from tuner import spec as specmod
 from tuner import tracking
 from tuner.data import Dataset
@@ -170,6 +173,7 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     base = baseline(data, spec.eval.ks) if entry.task == "ranking" else {}
     uri = spec.tracking.uri or tracking.default_uri(output)
     tracking.check_reachable(uri)  # before anything is written
+    progress.quiet_libraries()
     start_ray(spec, address, verbose)
     os.makedirs(output, exist_ok=True)
     client, exp_id = tracking.connect(uri, spec.tracking.experiment or spec.name, os.path.join(output, "mlartifacts"))
@@ -210,7 +214,9 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
                                     max_concurrent_trials=None if search_alg else spec.search.concurrency,
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name="ray", storage_path=sweep_dir, callbacks=[runs_cb], verbose=verbose,
+            name="ray", storage_path=sweep_dir, verbose=progress.ray_verbosity(verbose),
+            callbacks=[runs_cb, *progress.callbacks(verbose, spec.metric.name, spec.metric.mode,
+                                                    spec.search.samples, runs_cb, epochs_counter(spec))],
             # ends stuck / collapsed / diverged / mismatched / dominated trials early, with a reason
             stop=PathologyStopper(spec.metric.name, spec.metric.mode, spec.diagnose,
                                   reference=base.get("valid", {}).get(spec.metric.name.removeprefix("val_")))
@@ -244,6 +250,8 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1) -> t
     data = entry.dataset(spec)
     base = baseline(data, spec.eval.ks) if entry.task == "ranking" else {}
     uri = meta["tracking_uri"]
+    progress.quiet_libraries()
+    progress.ray_verbosity(verbose)  # the restored RunConfig keeps its own verbose; this picks the engine
     start_ray(spec, address, verbose)
     client, exp_id = tracking.connect(uri, spec.tracking.experiment or spec.name,
                                       os.path.join(meta["output"], "mlartifacts"))
@@ -375,6 +383,6 @@ def _write_report(ctx: _Sweep, table: pd.DataFrame, results: list, runs_cb, imp)
         return {}
 
 
-def report(spec: Spec, res: SweepResult, top: int = 5) -> str:
-    """The end-of-sweep summary printed by `tuner run` (tuner/outcome.py)."""
-    return outcome.render(spec, res, top)
+def report(spec: Spec, res: SweepResult, top: int = 5, compact: bool = False) -> str:
+    """The end-of-sweep summary printed by `tuner run` (tuner/outcome.py); compact for --quiet."""
+    return outcome.render_compact(spec, res) if compact else outcome.render(spec, res, top)

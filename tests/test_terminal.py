@@ -1,0 +1,119 @@
+"""What a user sees on a terminal: the default sweep's output counted through a pseudo-terminal (so the
+TTY code paths run), --quiet, no library noise, 120-column tables, the live progress line, --version."""
+
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from tests.helpers import kill_group
+
+REPO = Path(__file__).resolve().parents[1]
+NOISE = ("Creating initial MLflow database tables", "Updating database tables", "Token authentication is enabled",
+         "get_trial interface", "process_trial_result", "View detailed results here", "TensorBoard",
+         "A new study created")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# the default sweep's code path and defaults, made short: 6 trials of at most 3 epochs
+SHORT = ["--set", "search.samples=6", "--max-epochs", "3"]
+
+
+def run_in_pty(args, cwd, timeout=300.0):
+    """`python -m tuner ARGS` with stdout and stderr on one pseudo-terminal; (exit code, text)."""
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    p = subprocess.Popen([sys.executable, "-m", "tuner", *args], stdin=subprocess.DEVNULL, stdout=slave,
+                         stderr=slave, cwd=cwd, env=env, start_new_session=True)
+    os.close(slave)  # the child holds the only copy: reading gets EIO once it (and its group) closes it
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        else:
+            pytest.fail(f"tuner {' '.join(args)} ran past {timeout}s")
+        code = p.wait(timeout=60)
+    finally:
+        os.close(master)
+        kill_group(p)
+    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    return code, ANSI.sub("", text)  # colour codes (a reset at exit) take no room on the screen
+
+
+def assert_clean(text: str) -> None:
+    found = [n for n in NOISE if n in text]
+    assert not found, f"library noise {found} in:\n{text}"
+
+
+@pytest.mark.ray
+def test_default_sweep_fits_40_lines_on_a_terminal(tmp_path):
+    code, text = run_in_pty(["run", str(REPO / "search_spaces/bpr.yaml"), *SHORT, "--output", str(tmp_path / "o")],
+                            tmp_path)
+    lines = text.rstrip().split("\n")
+    assert code == 0, text
+    assert len(lines) <= 40, f"{len(lines)} lines:\n{text}"
+    assert_clean(text)
+    assert "6/6 done" in text and "best val_ndcg_10" in text, text  # the live view, with the objective
+    summary = text[text.index("== bpr"):].split("\n")
+    table = summary[1:summary.index("")]  # the trials table: header and rows up to the first blank line
+    assert table and max(map(len, table)) <= 120, "\n".join(table)
+
+
+@pytest.mark.ray
+def test_quiet_prints_only_the_summary(tmp_path):
+    code, text = run_in_pty(["run", str(REPO / "search_spaces/bpr.yaml"), *SHORT, "--output", str(tmp_path / "o"),
+                             "--quiet"], tmp_path)
+    lines = text.strip().split("\n")
+    assert code == 0, text
+    assert len(lines) <= 15, f"{len(lines)} lines:\n{text}"
+    assert_clean(text)
+    assert "done" not in lines[0] and lines[0].startswith("== bpr"), text
+
+
+def test_version():
+    p = subprocess.run([sys.executable, "-m", "tuner", "--version"], capture_output=True, text=True, cwd=REPO,
+                       timeout=60, start_new_session=True)
+    assert p.returncode == 0 and p.stdout.startswith("tuner ") and p.stdout.split()[1][0].isdigit(), p
+
+
+def _trial(tid, status, epoch=None, config=None, stop_reason=None):
+    last = {} if epoch is None else {"epoch": epoch, **({"stop_reason": stop_reason} if stop_reason else {})}
+    return SimpleNamespace(trial_id=tid, status=status, last_result=last, config=config or {})
+
+
+def test_progress_line_counts_and_best():
+    from tuner.progress import Progress
+
+    prog = Progress("val_ndcg_10", "max", 6, SimpleNamespace(numbers={"b": 2}), lambda c: 6, interval=0.0)
+    trials = [_trial("a", "TERMINATED", 6), _trial("b", "TERMINATED", 2), _trial("c", "ERROR", 1),
+              _trial("d", "RUNNING", 3), _trial("e", "PAUSED", 2), _trial("f", "PENDING")]
+    prog.on_trial_result(0, trials, trials[0], {"val_ndcg_10": 0.05})
+    prog.on_trial_result(0, trials, trials[1], {"val_ndcg_10": 0.09})
+    line = prog.line(prog.counts(trials))
+    assert "1 running, 1 paused, 3/6 done (1 completed, 1 stopped early, 1 errored)" in line, line
+    assert "best val_ndcg_10 0.0900 (trial 2)" in line and "left" in line, line
+    assert max(map(len, line.split("\n"))) <= 120, line  # a full line wraps onto a second one
+
+
+def test_terminal_table_fits_120_columns():
+    from tuner import termtable
+
+    table = pd.DataFrame({"trial": [1], "stop_reason": ["mismatch: " + "x" * 200],
+                          **{f"knob_number_{i}": [0.123456] for i in range(20)}})
+    text = termtable.render(table)
+    assert max(map(len, text.splitlines())) <= 120, text
+    assert "see trials.csv" in text and "x" * 50 not in text
