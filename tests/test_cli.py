@@ -1,5 +1,6 @@
 """The bad-input table: every user mistake -> one line naming file and key/line, exit 2, nothing written."""
 
+import glob
 import os
 
 import pytest
@@ -149,3 +150,33 @@ def test_show_lists_every_knob_with_its_source(tmp_path, capsys):
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[6:] if line.strip()}
     assert rows["lr"] == "searched" and rows["epochs"] == "fixed" and rows["dim"] == "default"
     assert "when loss in ['bpr']" in out and "float [0.001, 0.1] log" in out
+
+
+CLAIMS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "search_spaces", "claims", "*.yaml")))
+
+
+@pytest.mark.parametrize("claim", CLAIMS, ids=os.path.basename)
+def test_validate_accepts_the_shipped_claim_files(claim, capsys):
+    assert main(["validate", claim]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{claim}: ok - claim") and len(out) == 3, out
+    assert out[1].startswith("  A ") and out[2].startswith("  B ") and all(": ok - model" in ln for ln in out[1:])
+
+
+@pytest.mark.parametrize("claim", CLAIMS, ids=os.path.basename)
+def test_show_prints_each_side_of_a_claim(claim, capsys):
+    from tuner import compare
+
+    assert main(["show", claim]) == 0
+    out = capsys.readouterr().out
+    c = compare.load_claim(claim)
+    assert f"## A: {c.a.name}" in out and f"## B: {c.b.name}" in out, out
+    for side in (c.a, c.b):  # every knob the side fixes is listed as fixed
+        block = out.split(f": {side.name}\n", 1)[1]
+        for knob in side.spec.fixed:
+            assert any(ln.split()[:2] == [knob, "fixed"] for ln in block.splitlines() if ln.strip()), (knob, block)
+
+
+def test_set_is_refused_for_claim_files(capsys):
+    assert main(["validate", CLAIMS[0], "--set", "fixed.dim=8"]) == 2
+    assert "claim file" in capsys.readouterr().err

@@ -79,7 +79,32 @@ def _check_local_resources(spec, address: str | None) -> None:
     specmod.check_resources(spec, float(os.cpu_count() or 1), float(gpus))
 
 
+def _is_claim(path: str) -> bool:
+    """A claim file (search_spaces/claims/*.yaml: a spec and two variants A and B), not a spec."""
+    try:
+        head = yamlio.parse_text(yamlio.read_text(path), path)
+    except TunerError:
+        return False  # let the loaders report it with file and line
+    return isinstance(head, dict) and ("claim" in head or {"a", "b", "spec"} <= set(head))
+
+
+def _load_claim(args):
+    """The claim file `compare` would run: --set has no meaning there (each side sets its own keys)."""
+    from tuner import compare
+
+    if args.set:
+        raise TunerError(f"{args.space}: a claim file; --set applies to spec files only (edit the claim's a/b sets)")
+    return compare.load_claim(args.space, smoke=args.smoke_test)
+
+
 def cmd_validate(args) -> int:
+    if _is_claim(args.space):
+        claim = _load_claim(args)
+        print(f"{args.space}: ok - claim, {claim.seeds} seeds per side, metrics: {', '.join(claim.metrics)}")
+        for side, v in (("A", claim.a), ("B", claim.b)):
+            print(f"  {side} {v.name}: ok - model {v.spec.model}, {v.spec.max_epochs()} epochs, fixed: "
+                  + (", ".join(f"{k}={fv}" for k, fv in v.spec.fixed.items()) or "-"))
+        return 0
     spec = _load_spec(args)
     knobs = ", ".join(p.name for p in spec.space) or "none (fixed config)"
     print(f"{args.space}: ok - model {spec.model}, {spec.search.samples} samples, "
@@ -115,13 +140,24 @@ def _finish(sweep, spec, fn, quiet: bool = False) -> int:
 
 
 def cmd_show(args) -> int:
+    if not _is_claim(args.space):
+        return _show(_load_spec(args), args.space)
+    claim = _load_claim(args)
+    if claim.claim:
+        print(f"# claim: {claim.claim}")
+    for side, v in (("A", claim.a), ("B", claim.b)):
+        print(f"\n## {side}: {v.name}")
+        _show(v.spec, f"{args.space} ({side})")
+    return 0
+
+
+def _show(spec, label: str) -> int:
     import dataclasses
 
     from tuner import config as cfgmod
 
-    spec = _load_spec(args)
     entry = spec.model_entry()
-    print(f"# {args.space}: model {spec.model} ({entry.config_cls.__module__}.Config)")
+    print(f"# {label}: model {spec.model} ({entry.config_cls.__module__}.Config)")
     print(f"metric: {spec.metric.name} ({spec.metric.mode})   data: "
           + (spec.data_path or f"synthetic {cfgmod.to_dict(spec.data.synthetic)}"))
     print(f"search: {cfgmod.to_dict(spec.search)}\nscheduler: {cfgmod.to_dict(spec.scheduler)} "
@@ -165,11 +201,7 @@ def cmd_compare(args) -> int:
     if len(args.files) > 2:
         raise TunerError("compare: give a claim file, one spec with --b overrides, or two specs")
     first = args.files[0]
-    try:
-        head = yamlio.parse_text(yamlio.read_text(first), first)
-    except TunerError:
-        head = None  # let the loaders below report it with file and line
-    if isinstance(head, dict) and "claim" in head or (isinstance(head, dict) and {"a", "b", "spec"} <= set(head)):
+    if _is_claim(first):
         claim = compare.load_claim(first, smoke=args.smoke_test)
         if args.seeds and not args.smoke_test:
             import dataclasses
