@@ -207,3 +207,29 @@ def test_dump_fixed_keeps_the_data_file(tmp_path):
     best = S.load(write(tmp_path, "out/best.yaml", S.dump_fixed(spec, {"dim": 8})))
     assert best.data_path == spec.data_path == str(tmp_path / "data" / "d.txt")
     assert best.data.format == "sequences" and best.fixed == {"dim": 8}
+
+
+def test_smoke_on_file_data_keeps_the_file_and_takes_a_seeded_slice_of_users(tmp_path, capsys):
+    from tuner.data import dataset_for
+
+    rows = [f"u{u} " + " ".join(f"i{(u * 7 + j) % 97}" for j in range(6)) for u in range(500)]
+    (tmp_path / "seqs.txt").write_text("\n".join(rows) + "\n")
+    body = {"name": "f", "model": "bpr_mf", "data": {"source": "file", "path": "seqs.txt", "format": "sequences"},
+            "fixed": {"epochs": 3}, "search": {"samples": 4, "seed": 5}}
+    path = write(tmp_path, "spec.yaml", yaml.safe_dump(body))
+    full = dataset_for(S.load(path))
+    spec = S.smoke(S.load(path))
+    assert spec.data.source == "file" and spec.data_path == str(tmp_path / "seqs.txt")
+    capsys.readouterr()
+    data = dataset_for(spec)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"smoke test: 300 of 500 users of {tmp_path / 'seqs.txt'}"], err
+    assert data.n_users == 300 and data.n_items == full.n_items and len(data.valid) == len(data.test) == 300
+    again = dataset_for(spec)  # seeded: the same users every time
+    assert (again.train_items == data.train_items).all() and (again.test == data.test).all()
+    # each kept user's history is whole: some full user has exactly the same train items, valid and test
+    full_rows = {(tuple(full.train_items[full.train_indptr[u]:full.train_indptr[u + 1]]), full.valid[u], full.test[u])
+                 for u in range(full.n_users)}
+    for u in range(data.n_users):
+        row = (tuple(data.train_items[data.train_indptr[u]:data.train_indptr[u + 1]]), data.valid[u], data.test[u])
+        assert row in full_rows

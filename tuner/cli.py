@@ -299,7 +299,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("space", help="search-space YAML, e.g. search_spaces/bpr.yaml")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override any YAML field, e.g. --set search.samples=8 (repeatable)")
-        sp.add_argument("--smoke-test", action="store_true", help="2 trials x 2 epochs on tiny synthetic data")
+        sp.add_argument("--smoke-test", action="store_true",
+                        help="2 trials x 2 epochs on tiny synthetic data, or on 300 users of the spec's data file")
 
     r = sub.add_parser("run", help="run a sweep")
     spec_args(r)

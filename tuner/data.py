@@ -331,4 +331,24 @@ def dataset_for(spec) -> Dataset:
         if not os.path.isabs(path):
             path = os.path.join(os.path.dirname(os.path.abspath(spec.path)), path)
         data = replace(data, item_features=load_item_attributes(path, data))
+    if spec.data.smoke_users:
+        import sys
+
+        total = data.n_users
+        data = user_slice(data, spec.data.smoke_users, spec.search.seed)
+        print(f"smoke test: {data.n_users} of {total} users of {spec.data_path}", file=sys.stderr)
     return data
+
+
+def user_slice(data: Dataset, n: int, seed: int) -> Dataset:
+    """`n` users drawn with `seed` (all of them if fewer), their histories whole; the items stay as they
+    are, so item features and ids still line up."""
+    from dataclasses import replace
+
+    n = min(int(n), data.n_users)
+    keep = np.sort(np.random.default_rng(seed).choice(data.n_users, size=n, replace=False))
+    starts, ends = data.train_indptr[keep], data.train_indptr[keep + 1]
+    indptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+    items = np.concatenate([data.train_items[a:b] for a, b in zip(starts, ends)] or [np.zeros(0, np.int64)])
+    return replace(data, n_users=n, train_indptr=indptr, train_items=items.astype(np.int64),
+                   valid=data.valid[keep], test=data.test[keep])

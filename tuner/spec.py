@@ -70,6 +70,11 @@ class DataSpec:
     format: Literal["auto", "pairs", "sequences", "csv", "tsv", "inter"] = "auto"
     item_attributes: str | None = None  # S3-Rec item2attributes.json, for content-aware models
     synthetic: SyntheticSpec = SyntheticSpec()
+    # set by --smoke-test on file data: train and evaluate on this many users of the file (seeded slice)
+    smoke_users: int | None = None
+
+
+SMOKE_USERS = 300  # enough users for every metric to be defined, few enough for seconds per epoch
 
 
 @dataclass(frozen=True)
@@ -538,13 +543,19 @@ def with_max_epochs(spec: Spec, n: int) -> Spec:
                         scheduler=dataclasses.replace(spec.scheduler, grace_period=grace))
 
 
+def _smoke_data(spec: Spec) -> DataSpec:
+    """File data keeps its file and loader (a smoke test should exercise them) on a slice of its users."""
+    if spec.data.source == "file":
+        return dataclasses.replace(spec.data, smoke_users=SMOKE_USERS)
+    return DataSpec(synthetic=SyntheticSpec(n_users=200, n_items=100, mean_length=12.0, seed=0), item_attributes=None)
+
+
 def smoke(spec: Spec) -> Spec:
-    """The `--smoke-test` variant: 2 trials x 2 epochs on tiny synthetic data."""
+    """The `--smoke-test` variant: 2 trials x 2 epochs on tiny synthetic data, or on 300 users of the data file."""
     space = tuple(p for p in spec.space if p.name != "epochs")
     return spec.replace(
         name=f"{spec.name}-smoke",
-        data=DataSpec(synthetic=SyntheticSpec(n_users=200, n_items=100, mean_length=12.0, seed=0),
-                      item_attributes=None),
+        data=_smoke_data(spec),
         fixed={**spec.fixed, "epochs": 2},
         space=space,
         search=dataclasses.replace(spec.search, samples=2, concurrency=2),
