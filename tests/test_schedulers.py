@@ -70,10 +70,25 @@ class FakeController:
         trial.status = Trial.TERMINATED
 
 
+class AsRay:
+    """The controller as Ray hands it to a scheduler: Ray logs "You are trying to access ... restricted"
+    for any call outside this list (tune_controller.py, TuneController._wrapped)."""
+
+    ALLOWED = {"search_alg", "get_trials", "get_live_trials", "_set_trial_status", "pause_trial", "stop_trial",
+               "_schedule_trial_save"}
+
+    def __init__(self, tc):
+        self._tc = tc
+
+    def __getattr__(self, name):
+        assert name in self.ALLOWED, f"the scheduler called {name}, which Ray restricts"
+        return getattr(self._tc, name)
+
+
 def report(sched, tc, tid, epoch, value):
     t = tc.get_trial(tid)
     t.status = Trial.RUNNING
-    decision = sched.on_trial_result(tc, t, {"epoch": epoch, "val": value})
+    decision = sched.on_trial_result(AsRay(tc), t, {"epoch": epoch, "val": value})
     t.status = {TrialScheduler.PAUSE: Trial.PAUSED, TrialScheduler.STOP: Trial.TERMINATED}.get(decision, t.status)
     return decision
 
@@ -92,12 +107,12 @@ def test_first_arrivals_pause_and_the_best_of_three_is_resumed_before_new_trials
     assert report(s, tc, "t0", 1, 0.5) == TrialScheduler.CONTINUE  # not a rung
     assert report(s, tc, "t0", 2, 0.5) == TrialScheduler.PAUSE  # first arrival: no comparison yet
     assert report(s, tc, "t1", 2, 0.1) == TrialScheduler.PAUSE
-    assert s.choose_trial_to_run(tc).trial_id == "t2"  # nothing promotable: a new trial
+    assert s.choose_trial_to_run(AsRay(tc)).trial_id == "t2"  # nothing promotable: a new trial
     assert report(s, tc, "t2", 2, 0.3) == TrialScheduler.PAUSE  # 3 trials, quota 1: t0 is the best
-    chosen = s.choose_trial_to_run(tc)
+    chosen = s.choose_trial_to_run(AsRay(tc))
     assert chosen.trial_id == "t0" and s.rungs.promoted[0] == {"t0"}  # a promotion before pending trials
     chosen.status = Trial.RUNNING  # the controller starts it
-    assert s.choose_trial_to_run(tc).trial_id == "t3"
+    assert s.choose_trial_to_run(AsRay(tc)).trial_id == "t3"
     assert report(s, tc, "t0", 3, 0.6) == TrialScheduler.CONTINUE  # the resumed trial goes on
     # 6 samples, rf 3: 2 places at rung 0; t1 is already 3rd and can never be promoted
     assert "t1" in tc.stopped
@@ -120,9 +135,9 @@ def test_when_nothing_runs_and_nothing_is_left_the_waiting_are_stopped():
     assert tc.stopped == ["t1"]  # 3rd of at most 6, rf 3: out; t0 (2nd) may still be promoted
     for tid in ("t3", "t4", "t5"):
         tc.get_trial(tid).status = Trial.ERROR  # crashed before the rung
-    assert s.choose_trial_to_run(tc) is None and tc.stopped == ["t1"]  # t2 still runs: wait
+    assert s.choose_trial_to_run(AsRay(tc)) is None and tc.stopped == ["t1"]  # t2 still runs: wait
     tc.get_trial("t2").status = Trial.TERMINATED
-    assert s.choose_trial_to_run(tc) is None
+    assert s.choose_trial_to_run(AsRay(tc)) is None
     assert tc.stopped == ["t1", "t0"] and s.rungs.out == {"t1": 0, "t0": 0}
 
 
@@ -161,5 +176,5 @@ def test_scheduler_frees_and_retakes_limiter_slots():
     report(s, tc, "t1", 2, 0.1)
     lim.suggest("t2")
     report(s, tc, "t2", 2, 0.2)
-    assert s.choose_trial_to_run(tc).trial_id == "t0"
+    assert s.choose_trial_to_run(AsRay(tc)).trial_id == "t0"
     assert lim.live_trials == {"t0"} and "t2" in lim.paused  # t0 runs again; t2 waits without a slot

@@ -3,7 +3,7 @@
 `Progress` is a Ray Tune Callback (it sees every trial's status on each step of Tune's loop) that prints
 one line when the picture changed: trials running / paused / done (completed, stopped early, errored),
 the best value so far with its trial, elapsed time and an estimate of the time left. Lines are throttled
-(at most one per `interval` s unless a trial ended) and written as plain lines, so a log file or a pipe
+(a trial's end after 5 s, any other change after `interval` s; the last state always) and written as plain lines, so a log file or a pipe
 reads the same as a terminal. `--verbose` shows Ray's own tables instead; `--quiet` neither.
 """
 
@@ -22,6 +22,7 @@ from ray.tune import Callback
 # the legacy engine at verbose=0 prints nothing, so Progress is the only live output.
 _NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 _user_new_output = os.environ.get(_NEW_OUTPUT_ENV)
+MIN_GAP_S = 5.0  # the least time between two lines
 
 
 class _DropMessage(logging.Filter):
@@ -89,6 +90,9 @@ class Progress(Callback):
         self.last_key: tuple | None = None
         self.last_print = 0.0
 
+    def setup(self, **info) -> None:
+        self.t0 = time.time()  # the clock starts with this fit (a resumed sweep: with the resume)
+
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and not math.isnan(value):
@@ -100,7 +104,9 @@ class Progress(Callback):
         key = (counts["done"], counts["running"], counts["paused"], self.best)
         now = time.time()
         ended = self.last_key is not None and counts["done"] != self.last_key[0]
-        if key != self.last_key and (ended or now - self.last_print >= self.interval):
+        # a trial ending is news, but trials that end together (ASHA stops several at a rung) share a line
+        wait = min(self.interval, MIN_GAP_S) if ended else self.interval
+        if key != self.last_key and now - self.last_print >= wait:
             self.emit(counts)
             self.last_key, self.last_print = key, now
 

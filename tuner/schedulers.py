@@ -135,8 +135,10 @@ class PromotionASHA(FIFOScheduler):
         tid = trial.trial_id
         if k is None or tid in self.rungs.values[k]:
             return TrialScheduler.CONTINUE
+        # get_trials, not get_trial: a scheduler may only call the first (Ray warns about the second)
+        by_id = {t.trial_id: t for t in tune_controller.get_trials()}
         for other in self.rungs.record(k, tid, result[self._metric]):
-            t = tune_controller.get_trial(other)
+            t = by_id.get(other)
             if other != tid and t is not None and t.status == Trial.PAUSED:
                 tune_controller.stop_trial(t)
         if tid in self.rungs.out:
