@@ -20,8 +20,8 @@ NOISE = ("Creating initial MLflow database tables", "Updating database tables", 
          "get_trial interface", "process_trial_result", "View detailed results here", "TensorBoard",
          "A new study created")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# the default sweep's code path and defaults, made short: 6 trials of at most 3 epochs
-SHORT = ["--set", "search.samples=6", "--max-epochs", "3"]
+# the default sweep's code path and defaults, made short: 6 trials of at most 6 epochs (ASHA rung at 2)
+SHORT = ["--set", "search.samples=6", "--max-epochs", "6"]
 
 
 def run_in_pty(args, cwd, timeout=300.0):
@@ -68,6 +68,7 @@ def test_default_sweep_fits_40_lines_on_a_terminal(tmp_path):
     assert len(lines) <= 40, f"{len(lines)} lines:\n{text}"
     assert_clean(text)
     assert "6/6 done" in text and "best val_ndcg_10" in text, text  # the live view, with the objective
+    assert "stopped early" in text, text  # ASHA stopped some at its rung: counted apart
     summary = text[text.index("== bpr"):].split("\n")
     table = summary[1:summary.index("")]  # the trials table: header and rows up to the first blank line
     assert table and max(map(len, table)) <= 120, "\n".join(table)
