@@ -122,7 +122,9 @@ def render(spec, res, top: int = 5) -> str:
              f"({', '.join(f'{v} {k}' for k, v in res.table['status'].value_counts().items())})"]
     cols = [c for c in res.table.columns if c not in ("trial_id", "error")]
     lines.append(termtable.render(res.table[cols].head(top)))  # 120 columns; trials.csv has everything
-    lines.append(textwrap.fill(f"best config: {json.dumps(res.best_config, default=str)}", termtable.WIDTH,
+    # 4 significant digits on the terminal (best_config.yaml has the exact values)
+    shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in res.best_config.items()}
+    lines.append(textwrap.fill(f"best config: {json.dumps(shown, default=str)}", termtable.WIDTH,
                                initial_indent="\n", subsequent_indent="  "))
     ks = spec.eval.ks
     if spec.model_entry().task == "ranking":
