@@ -185,7 +185,8 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     source["spec_path"] = os.path.abspath(source["spec_path"])
     with open(os.path.join(sweep_dir, "sweep.json"), "w") as fh:
         json.dump({**source, "output": os.path.abspath(output), "tracking_uri": uri, "experiment_id": exp_id,
-                   "parent_run_id": pid, "study_name": study_name}, fh, indent=2)
+                   "parent_run_id": pid, "study_name": study_name,
+                   "metric": spec.metric.name, "mode": spec.metric.mode}, fh, indent=2)
 
     runs_cb = tracking.TrialRuns(uri, exp_id, pid, model=spec.model, dataset=data.name, spec_file=spec.path,
                                  searched=searched, epochs_of=epochs_counter(spec), rungs=spec.scheduler.rungs(spec.max_epochs()),
