@@ -72,6 +72,21 @@ def test_files_and_printed_summary_agree(swept):
     assert f"best validation (epoch {summary['best_epoch']})" in printed
     best_yaml = yaml.safe_load(open(os.path.join(res.sweep_dir, "best_config.yaml")))
     assert best_yaml["fixed"]["epochs"] == summary["best_epoch"]
+    complete = int((table["status"] == "completed").sum())
+    if complete < 8:  # analysis.importance.MIN_COMPLETE_TRIALS: one line saying why not
+        assert f"importance: not computed ({complete} complete trial(s)" in printed
+
+
+def test_analyze_agrees(swept):
+    from analysis.analyze import analyze, render
+
+    _, res, table, _ = swept
+    a = analyze(res.sweep_dir, out_dir=os.path.join(res.sweep_dir, "analysis"))
+    mine = {int(r["trial"]): (_reason(r["stop_reason"]), r["status"]) for _, r in table.iterrows()}
+    theirs = {int(r["trial"]): (_reason(r["stop_reason"]), r["status"]) for _, r in a.table.iterrows()}
+    assert theirs == mine
+    assert list(a.table["trial"])[0] == int(table.iloc[0]["trial"])
+    assert "importance" in render(a)
 
 
 def test_mlflow_agrees(swept):
