@@ -18,7 +18,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from analysis.diagnose import DiagnoseConfig, first_diagnosis
-from analysis.importance import importance
+from analysis.importance import MIN_COMPLETE_TRIALS, Importances, importance
 from analysis.report import write_report
 from tuner import termtable, tracking
 from tuner.errors import TunerError
@@ -92,12 +92,12 @@ def analyze(run: str, *, tracking_uri: str | None = None, out_dir: str | None = 
     if len(table):
         table = table.sort_values(f"best_{metric}", ascending=(mode == "min"), na_position="last").reset_index(drop=True)
 
-    imp: dict[str, float] = {}
+    imp = Importances(reason="no Optuna study found for this sweep")
     study_name = parent.data.tags.get("optuna.study") or meta.get("study_name")
     storage = os.path.join(meta.get("output", ""), "optuna.db") if meta else None
     if study_name and storage and os.path.isfile(storage):
         study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{os.path.abspath(storage)}")
-        imp = importance(study, metric)
+        imp = importance(study, metric, method="ped_anova", min_trials=MIN_COMPLETE_TRIALS)
 
     out_dir = out_dir or (os.path.join(run, "analysis") if meta else os.path.join("runs", f"analysis-{parent_id}"))
     os.makedirs(out_dir, exist_ok=True)
@@ -106,7 +106,7 @@ def analyze(run: str, *, tracking_uri: str | None = None, out_dir: str | None = 
                          f"{parent.info.run_name}: {len(table)} trials")
     paths["csv"] = os.path.join(out_dir, "trials.csv")
     client.log_artifacts(parent_id, out_dir, "analysis")
-    return Analysis(table, paths, dict(imp), metric, mode, parent, out_dir)
+    return Analysis(table, paths, imp, metric, mode, parent, out_dir)
 
 
 def _history(client: MlflowClient, run_id: str, keys) -> pd.DataFrame:
@@ -140,9 +140,11 @@ def render(a: Analysis) -> str:
     test = {k: v for k, v in a.parent.data.metrics.items() if k.startswith("test_")}
     if test:
         lines.append("best trial on test: " + "  ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(test.items())))
+    reason = getattr(a.importance, "reason", "")
     if a.importance:
-        lines.append("importance (fANOVA on completed trials): "
-                     + ", ".join(f"{k} {v:.2f}" for k, v in a.importance.items()))
+        lines.append(f"importance ({reason}): " + ", ".join(f"{k} {v:.2f}" for k, v in a.importance.items()))
+    elif reason:
+        lines.append(f"importance: not computed ({reason})")
     lines.append(f"written: {a.out_dir}/ (trials.csv, report.html, *.png); attached to MLflow run "
                  f"{a.parent.info.run_id} under analysis/")
     # one table row per line; the prose lines wrap at the table's width

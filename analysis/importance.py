@@ -20,6 +20,9 @@ import optuna
 from optuna.trial import TrialState
 
 METHODS = ("fanova", "ped_anova")
+# Below this many COMPLETE trials a sweep prints why it has no importance instead of numbers:
+# with 2-3 trials both evaluators return noise (issue 17 saw `lr 0.00` from 3 trials).
+MIN_COMPLETE_TRIALS = 8
 
 
 class Importances(dict):
@@ -60,11 +63,11 @@ def _evaluator(method: str, seed: int):
 
 
 def importance(study: optuna.Study | None, metric_name: str, *, include_pruned: bool = False,
-               method: str = "fanova", seed: int = 0) -> Importances:
+               method: str = "fanova", seed: int = 0, min_trials: int = 2) -> Importances:
     """Importance of each searched param for the study's objective (`metric_name` labels it).
 
     Uses COMPLETE trials only unless `include_pruned` (see the module docstring). Returns an
-    empty Importances with a reason for: no study, < 2 usable trials, no searched params,
+    empty Importances with a reason for: no study, < max(2, min_trials) usable trials, no searched params,
     multi-objective studies, or an evaluator error.
     """
     if method not in METHODS:
@@ -79,8 +82,9 @@ def importance(study: optuna.Study | None, metric_name: str, *, include_pruned: 
     trials = target.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     n = len(trials)
     kind = "complete or pruned-with-a-value" if include_pruned else "complete"
-    if n < 2:
-        return out(reason=f"{n} {kind} trial(s) of {metric_name}: importance needs at least 2", n=n)
+    if n < max(2, min_trials):
+        return out(reason=f"{n} {kind} trial(s) of {metric_name}: importance needs at least {max(2, min_trials)}",
+                   n=n)
     every = set.union(*(set(t.distributions) for t in trials))
     varied = {p for p in every if len({repr(t.params.get(p)) for t in trials}) > 1}
     if not varied:
@@ -101,7 +105,10 @@ def importance(study: optuna.Study | None, metric_name: str, *, include_pruned: 
         with warnings.catch_warnings():  # small studies make both evaluators chatty
             warnings.simplefilter("ignore")
             # PED-ANOVA ranks by study direction only when no target is given; fANOVA is direction-free
-            values = optuna.importance.get_param_importances(target, evaluator=evaluator, params=params)
+            # PED-ANOVA with params=None: the exact call optuna-dashboard makes (its default evaluator
+            # in Optuna 5.x), so the numbers match the dashboard's for the same study
+            values = optuna.importance.get_param_importances(
+                target, evaluator=evaluator, params=None if method == "ped_anova" else params)
     except (ValueError, RuntimeError, ZeroDivisionError) as e:
         return out(reason=f"{method} failed: {str(e).splitlines()[0][:200]}", n=n, m=method)
     note = f"{method} on {n} {kind} trials" + (" (few trials: indicative only)" if n < 10 else "")

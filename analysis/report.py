@@ -26,12 +26,13 @@ PNG_META = {"Software": None}  # keeps matplotlib's URL out of the files
 
 
 def trial_name(number: Any, trial_id: Any = "") -> str:
-    """trial-003, like the MLflow child run names; the Ray id when the number is unknown."""
+    """trial-003, like the MLflow child run names (Optuna's 0-based numbers); the Ray id when the
+    number is unknown (None, NaN or negative)."""
     try:
         n = int(number)
     except (TypeError, ValueError):
-        n = 0
-    return f"trial-{n:03d}" if n > 0 else str(trial_id or "trial-?")
+        n = -1
+    return f"trial-{n:03d}" if n >= 0 else str(trial_id or "trial-?")
 
 
 def _is_numeric(values: pd.Series) -> bool:
@@ -211,7 +212,7 @@ def write_report(out_dir: str, table: pd.DataFrame, histories: Mapping[int, pd.D
     os.makedirs(out_dir, exist_ok=True)
     metric_col = f"best_{metric}"
     table = table.copy()
-    table.insert(0, "name", [trial_name(n, t) for n, t in zip(table.get("trial", [0] * len(table)),
+    table.insert(0, "name", [trial_name(n, t) for n, t in zip(table.get("trial", [None] * len(table)),
                                                               table.get("trial_id", [""] * len(table)))])
     scored = table[table[metric_col].notna()] if metric_col in table else table.iloc[:0]
     best = None

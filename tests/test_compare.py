@@ -75,9 +75,9 @@ def test_analyze_a_finished_sweep(ray_session, tmp_path, capsys):
     import pandas as pd
 
     table = pd.read_csv(a / "trials.csv")
-    assert len(table) == 5 and set(table["trial"]) == {1, 2, 3, 4, 5}
+    assert len(table) == 5 and set(table["trial"]) == {0, 1, 2, 3, 4}  # Optuna's trial numbers
     html = (a / "report.html").read_text()
-    for n in range(1, 6):
+    for n in range(5):
         assert f"trial-{n:03d}" in html
     assert "data:image/png;base64," in html
     for png in ("curves.png", "knobs.png", "parallel.png"):

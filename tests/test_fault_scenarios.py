@@ -60,7 +60,7 @@ def test_sigint_one_trial_fifo_then_resume_past_a_corrupt_checkpoint(tmp_path):
     sweep_dir = hint[-1].split("tuner resume ")[-1].strip()
     assert not os.path.exists(os.path.join(sweep_dir, "best_config.yaml"))
     (parent,) = parent_runs(out)
-    assert parent.info.status == "KILLED" and parent.data.tags["status"] == "interrupted"
+    assert parent.info.status == "KILLED" and parent.data.tags["tuner.sweep_status"] == "interrupted"
     (kid,) = trial_runs(out)
     assert kid.info.status == "KILLED" and kid.data.tags["status"] == "interrupted"
     assert "stop_reason" not in kid.data.tags  # FIFO never stops a trial early: no `asha`
@@ -93,9 +93,9 @@ def test_sigint_one_trial_fifo_then_resume_past_a_corrupt_checkpoint(tmp_path):
     again = json.load(open(os.path.join(sweep_dir, "summary.json")))
     used = again["test_checkpoint"]
     assert used["fallback"] is True and used["skipped"] == [summary["test_checkpoint"]["path"]]
-    assert used["path"] != summary["test_checkpoint"]["path"] and used["trial"] == 1
+    assert used["path"] != summary["test_checkpoint"]["path"] and used["trial"] == 0
     (parent,) = parent_runs(out)
-    assert parent.info.status == "FINISHED" and parent.data.tags["status"] == "completed"
+    assert parent.info.status == "FINISHED" and parent.data.tags["tuner.sweep_status"] == "completed"
 
 
 def test_driver_sigkill_then_resume_closes_the_lost_trial(tmp_path):
@@ -108,12 +108,12 @@ def test_driver_sigkill_then_resume_closes_the_lost_trial(tmp_path):
     out = tmp_path / "out"
     env = {"TUNE_GLOBAL_CHECKPOINT_S": "100000"}
     with tuner_process(["run", write_spec(tmp_path, body), "--output", str(out), "--quiet"], tmp_path, env, "run") as p:
-        # trial 2 has started: Ray saved its state once, before trial 2 existed
+        # the second trial (number 1) has started: Ray saved its state once, before it existed
         wait_until(lambda: len(trial_runs(out)) == 2, 150, p, "the second trial started")
         os.kill(p.pid, signal.SIGKILL)  # the driver only: its Ray processes live on during the resume
         p.wait()
         (sweep_dir,) = [str(d) for d in out.iterdir() if d.is_dir() and d.name.startswith("kill-")]
-        lost_id = next(r.info.run_id for r in trial_runs(out) if r.data.tags["tuner.trial_number"] == "2")
+        lost_id = next(r.info.run_id for r in trial_runs(out) if r.data.tags["tuner.trial_number"] == "1")
         with tuner_process(["resume", sweep_dir, "--quiet"], tmp_path, name="resume") as r:
             assert finish(r, 200) == 0, stderr_of(tmp_path, "resume")[-3000:]
     # leaving the block killed what the dead driver left behind (see README, Reliability)
@@ -123,9 +123,9 @@ def test_driver_sigkill_then_resume_closes_the_lost_trial(tmp_path):
     assert lost.data.tags["status"] == "lost" and lost.info.status == "FAILED"
     assert "driver died" in lost.data.tags["stop_reason"]
     table = pd.read_csv(os.path.join(sweep_dir, "trials.csv"))
-    assert sorted(table["trial"]) == list(range(1, len(table) + 1))  # no hole in the numbering
-    assert list(table.loc[table["status"] == "lost", "trial"]) == [2]
-    assert (table["status"] == "completed").sum() == 2  # trial 1 again (Ray had it PENDING), a new trial 3
+    assert sorted(table["trial"]) == list(range(len(table)))  # no hole in the numbering (Optuna's, from 0)
+    assert list(table.loc[table["status"] == "lost", "trial"]) == [1]
+    assert (table["status"] == "completed").sum() == 2  # trial 0 again (Ray had it PENDING), a new trial 2
     states = study_states(out, sweep_dir)
     assert optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.FAIL) == 1 and states.count(optuna.trial.TrialState.COMPLETE) == 2
@@ -162,14 +162,14 @@ def test_every_trial_failing_is_a_result(ray_session, tmp_path, capsys):
     assert "Traceback" not in err
     table = pd.read_csv(sweep_dir / "trials.csv")
     assert list(table["status"]) == ["errored", "errored"] and list(table["restarts"]) == [0, 0]
-    assert sorted(table["trial"]) == [1, 2]  # failed before their first report, still numbered
+    assert sorted(table["trial"]) == [0, 1]  # failed before their first report, still numbered
     assert table["stop_reason"].str.startswith("non-finite loss").all()
     summary = json.load(open(sweep_dir / "summary.json"))
     assert summary["status"] == "all_failed" and summary["status_counts"] == {"errored": 2}
     assert all(r.startswith("non-finite loss") for r in summary["reasons"].values())
     assert not (sweep_dir / "best_config.yaml").exists()
     (parent,) = parent_runs(out)
-    assert parent.info.status == "FAILED" and parent.data.tags["status"] == "all_failed"
+    assert parent.info.status == "FAILED" and parent.data.tags["tuner.sweep_status"] == "all_failed"
 
 
 class _Meta:
@@ -287,7 +287,7 @@ def test_a_crash_after_trials_ran_still_leaves_a_table_and_a_closed_parent(ray_s
         sweep.run(specmod.load(write_spec(tmp_path, body)), output=str(out), verbose=0)
     (sweep_dir,) = [d for d in out.iterdir() if d.is_dir() and d.name.startswith("crash-")]
     table = pd.read_csv(sweep_dir / "trials.csv")
-    assert sorted(table["trial"]) == [1, 2] and set(table["status"]) == {"completed"}
+    assert sorted(table["trial"]) == [0, 1] and set(table["status"]) == {"completed"}
     assert json.load(open(sweep_dir / "summary.json"))["status"] == "failed"
     (parent,) = parent_runs(out)
-    assert parent.info.status == "FAILED" and parent.data.tags["status"] == "failed"
+    assert parent.info.status == "FAILED" and parent.data.tags["tuner.sweep_status"] == "failed"

@@ -84,3 +84,22 @@ def test_conditional_params_are_named_not_fatal():
 def test_bad_method_raises():
     with pytest.raises(ValueError, match="method"):
         importance(make_study(n=4), "m", method="shap")
+
+
+def test_sweep_importance_is_optuna_dashboards_default_and_needs_enough_trials():
+    """What a sweep prints (PED-ANOVA, COMPLETE trials) equals optuna-dashboard's call
+    get_param_importances(study) with Optuna's default evaluator; below MIN_COMPLETE_TRIALS COMPLETE
+    trials it gives no numbers and says why."""
+    import warnings
+
+    from analysis.importance import MIN_COMPLETE_TRIALS
+
+    study = make_study(n=40, conditional=True)
+    ours = importance(study, "val_ndcg_10", method="ped_anova", min_trials=MIN_COMPLETE_TRIALS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dashboard = optuna.importance.get_param_importances(study)
+    assert dict(ours) == pytest.approx(dashboard) and list(ours) == list(dashboard)
+    few = make_study(n=MIN_COMPLETE_TRIALS, prune_every=4)  # 6 of 8 COMPLETE
+    imp = importance(few, "val_ndcg_10", method="ped_anova", min_trials=MIN_COMPLETE_TRIALS)
+    assert imp == {} and f"needs at least {MIN_COMPLETE_TRIALS}" in imp.reason and imp.n_trials == 6

@@ -32,7 +32,7 @@ from analysis.stats import Row, compare, markdown_table
 from trainables.ray_trainable import train as train_one
 from tuner import checkpoints
 from tuner import spec as specmod
-from tuner import progress, recover, sweep, tracking
+from tuner import finish, progress, recover, sweep, tracking
 from tuner.errors import TunerError, where
 from tuner.spec import Spec
 
@@ -203,7 +203,7 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
                     state, _ = checkpoints.load_with_fallback(d, "cpu")
                 cfg = {**variants[side]["config"], "seed": seed}
                 if state is not None:  # no intact checkpoint: the seed has validation values only
-                    test = sweep.evaluate_state(spec, cfg, data, state, "test")
+                    test = finish.evaluate_state(spec, cfg, data, state, "test")
                     values.update({f"test_{k}": v for k, v in test.items()})
             per_seed[side][seed] = values
         status = "completed"

@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis.trials import trials_table
 from tuner import termtable, tracking
+from tuner.provenance import SWEEP_STATUS
 
 # MLflow parent status for each way a sweep can end without a best trial
 PARENT_STATUS = {"interrupted": "KILLED", "all_failed": "FAILED", "failed": "FAILED"}
@@ -60,6 +61,11 @@ def build_table(spec, results: list, trials: list, runs_cb, epochs_of, lost: lis
     reasons = {r.metrics.get("trial_id"): r.metrics.get("stop_reason") or "" for r in results if r.metrics}
     table.insert(4, "stop_reason", table["trial_id"].map(reasons).fillna(""))
     table.loc[table["stop_reason"] != "", "status"] = "pathology"
+    # the stop reason MLflow shows (`asha` for a trial ASHA stopped): one truth for every file
+    logged = getattr(runs_cb, "reasons", {})
+    for i, tid in table["trial_id"].items():
+        if logged.get(tid):
+            table.loc[i, "stop_reason"] = logged[tid]
     # the MLflow callback saw how each trial ended (interrupted, stopped by ASHA, ...): one truth
     final = getattr(runs_cb, "final", {})
     for i, tid in table["trial_id"].items():
@@ -96,7 +102,7 @@ def base_summary(ctx, table: pd.DataFrame, status: str) -> dict[str, Any]:
 def close_parent(client, pid: str, status: str, sweep_dir: str | None = None) -> None:
     """End the parent run of a sweep that has no best trial (interrupted, every trial failed)."""
     try:
-        client.set_tag(pid, "status", status)
+        client.set_tag(pid, SWEEP_STATUS, status)
         if sweep_dir:
             for f in ("trials.csv", "summary.json"):
                 if os.path.isfile(os.path.join(sweep_dir, f)):
@@ -136,8 +142,11 @@ def render(spec, res, top: int = 5) -> str:
     lines.append(f"test, best trial:      {fmt_row(res.test)}")
     if res.baseline:
         lines.append(f"test, popularity:      {fmt_row(res.baseline['test'])}")
-    if res.extra.get("importance"):
-        lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in res.extra["importance"].items()))
+    imp = res.extra.get("importance")
+    if imp:
+        lines.append(f"importance ({getattr(imp, 'reason', '')}): " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()))
+    elif getattr(imp, "reason", ""):  # too few complete trials, or nothing searched: say so
+        lines.append(f"importance: not computed ({imp.reason})")
     lines.append(f"\noutputs:   {res.sweep_dir}/  (trials.csv, best_config.yaml, summary.json, report/report.html)")
     lines.append(f"re-run:    tuner run {os.path.join(res.sweep_dir, 'best_config.yaml')}")
     if res.tracking_uri.startswith("sqlite:"):

@@ -3,11 +3,17 @@
 Stock OptunaSearch reports a trial stopped at epoch 2 as COMPLETE with its epoch-2 value, so TPE
 and parameter importances would learn from truncated results; and a trial cut short by Ctrl+C
 must reach Optuna only when `tuner resume` has finished it, so that MLflow and Optuna agree.
+
+One score everywhere (issue 17): a COMPLETE trial is told its best value over the epochs it ran
+(the checkpoint test metrics come from), not its last; every epoch is an intermediate value at
+step = epoch, including the one a scheduler stopped the trial on (Tune hands that result to
+on_trial_complete only, so stock OptunaSearch never reported it).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
@@ -29,11 +35,46 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._epochs_of = epochs_of
         self._owner = owner  # the sweep folder's name, stored on each Optuna trial
         self._configs: dict[str, dict] = {}
+        self._name_metric()
+
+    def _name_metric(self) -> None:
+        """The objective shows as the spec's metric in optuna-dashboard, not "Objective 0"."""
+        study = getattr(self, "_ot_study", None)
+        if study is not None and isinstance(self.metric, str):
+            try:
+                with warnings.catch_warnings():  # "experimental since 3.2": stable in use, noise on every run
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names([self.metric])
+            except Exception as e:  # noqa: BLE001 - labelling only
+                log.warning("could not name the study's metric: %s", e)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        ok = super().set_search_properties(metric, mode, config, **spec)
+        if ok:
+            self._name_metric()
+        return ok
+
+    def number_of(self, trial_id: str) -> int | None:
+        """The Optuna trial number of a Ray trial (MLflow names its run trial-NNN after it)."""
+        ot = getattr(self, "_ot_trials", {}).get(trial_id)
+        return None if ot is None else int(ot.number)
+
+    def link(self, trial_id: str, **attrs) -> None:
+        """User attributes on the Optuna trial pointing at the same trial elsewhere (MLflow run)."""
+        ot = getattr(self, "_ot_trials", {}).get(trial_id)
+        if ot is None or self._told(trial_id):
+            return
+        for k, v in attrs.items():
+            try:
+                ot.set_user_attr(k, v)
+            except Exception as e:  # noqa: BLE001 - bookkeeping only
+                log.warning("could not set %s on Optuna trial of %s: %s", k, trial_id, e)
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
         if config is not None:
             self._configs[trial_id] = config
+            self.link(trial_id, ray_trial_id=trial_id)
             if getattr(self, "_owner", None):  # lets a resume find this sweep's orphans in a shared study
                 try:
                     self._ot_trials[trial_id].set_user_attr("tuner.sweep", self._owner)
@@ -50,11 +91,44 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         except Exception:  # noqa: BLE001 - unknown to this storage: let the normal path decide
             return False
 
+    def _report(self, trial_id: str, result: dict | None) -> None:
+        """One intermediate value per epoch, step = epoch (a replayed epoch keeps its first value)."""
+        ot = self._ot_trials.get(trial_id)
+        if ot is None or not result or self.metric not in result or "epoch" not in result:
+            return
+        step = int(result["epoch"])
+        try:
+            stored = self._ot_study._storage.get_trial(ot._trial_id)
+            if step in stored.intermediate_values or stored.state.is_finished():
+                return
+            ot.report(float(result[self.metric]), step)
+        except Exception as e:  # noqa: BLE001 - a NaN, or a trial finished elsewhere
+            log.warning("could not report epoch %s of %s to Optuna: %s", step, trial_id, e)
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if trial_id in self._completed_trials or isinstance(self.metric, list):
+            return
+        self._report(trial_id, result)
+
+    def best_value(self, trial_id: str) -> float | None:
+        """The trial's score: its best intermediate value (stored in optuna.db, so it survives a resume)."""
+        ot = self._ot_trials.get(trial_id)
+        try:
+            values = [v for v in self._ot_study._storage.get_trial(ot._trial_id).intermediate_values.values()
+                      if v == v]
+        except Exception:  # noqa: BLE001 - unknown trial
+            return None
+        if not values:
+            return None
+        return max(values) if self._mode == "max" else min(values)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         config = self._configs.get(trial_id)
         if self._told(trial_id):
             self._completed_trials.add(trial_id)
             return
+        if not error:
+            self._report(trial_id, result)  # the epoch a stopper ended it on
         if (recover.INTERRUPTED.is_set() and not error and config is not None
                 and int((result or {}).get("epoch", 0)) < self._epochs_of(config)):
             # stopped by Ctrl+C, not by ASHA: `tuner resume` continues it and tells Optuna at its
@@ -63,10 +137,23 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if (result and not error and config is not None and trial_id in self._ot_trials
                 and trial_id not in self._completed_trials
                 and int(result.get("epoch", 0)) < self._epochs_of(config)):
+            # the same stop reason as MLflow's tag: the pathology stopper's, else ASHA's (only a
+            # scheduler or the stopper end a trial early once Ctrl+C is ruled out above)
+            self.link(trial_id, stop_reason=str(result.get("stop_reason") or "asha"))
             try:
                 self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
             except Exception as e:  # noqa: BLE001 - e.g. already told after a restore
                 log.warning("could not tell Optuna trial %s as pruned: %s", trial_id, e)
             self._completed_trials.add(trial_id)
             return
+        # only a trial that ran every planned epoch is COMPLETE (a trial paused at an asha_promote
+        # rung and ended without a result falls through to the stock path: PRUNED)
+        ran_all = bool(result) and config is not None and int(result.get("epoch", 0)) >= self._epochs_of(config)
+        best = self.best_value(trial_id) if ran_all and not error else None
+        if best is not None and trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            self._ot_study.tell(self._ot_trials[trial_id], best, state=optuna.trial.TrialState.COMPLETE)
+            self._completed_trials.add(trial_id)
+            return
+        if not error and not result:  # paused at an asha_promote rung, never promoted: PRUNED by ASHA
+            self.link(trial_id, stop_reason="asha")
         super().on_trial_complete(trial_id, result, error)

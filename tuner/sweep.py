@@ -23,20 +23,16 @@ os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
 
 import optuna
 import pandas as pd
-import torch
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from analysis.diagnose import PathologyStopper
-from analysis.importance import importance
-from analysis.report import write_report
-from trainables import loop
 from trainables.ray_trainable import train
-from tuner import checkpoints, cluster
+from tuner import cluster
 from tuner import metrics as M
-from tuner import outcome, progress, recover
+from tuner import finish, outcome, progress, provenance, recover
 from tuner import spec as specmod
 from tuner import tracking
 from tuner.data import Dataset
@@ -77,15 +73,6 @@ class EpochsOf:
 
 def epochs_counter(spec: Spec) -> EpochsOf:
     return EpochsOf(spec)
-
-
-def evaluate_state(spec: Spec, config: Mapping[str, Any], data: Dataset, state: Mapping[str, Any], split: str) -> dict[str, float]:
-    """Rebuild a trial's model from its checkpoint state and rank `split` (on the driver)."""
-    entry = spec.model_entry()
-    cfg = entry.make_config(config)
-    recipe = entry.recipe(cfg, data, torch.device("cpu"))
-    recipe.load_state_dict(state)
-    return loop.evaluate(recipe, split, spec.eval.ks, spec.eval.batch_users)
 
 
 def baseline(data: Dataset, ks) -> dict[str, dict[str, float]]:
@@ -183,7 +170,8 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
 
     parent = client.create_run(exp_id, run_name=f"{spec.name} {stamp}", tags={
         "tuner.role": "sweep", "model": spec.model, "dataset": data.name, "optuna.study": study_name,
-        "spec": os.path.basename(spec.path), "tuner.sweep_dir": sweep_dir, "status": "running",
+        "spec": os.path.basename(spec.path), "tuner.sweep_dir": sweep_dir, provenance.SWEEP_STATUS: "running",
+        **provenance.parent_tags(spec.path),
     })
     pid = parent.info.run_id
     client.log_batch(pid, params=[Param(k, str(v)[:500]) for k, v in {
@@ -200,11 +188,14 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     source["spec_path"] = os.path.abspath(source["spec_path"])
     with open(os.path.join(sweep_dir, "sweep.json"), "w") as fh:
         json.dump({**source, "output": os.path.abspath(output), "tracking_uri": uri, "experiment_id": exp_id,
-                   "parent_run_id": pid, "study_name": study_name}, fh, indent=2)
+                   "parent_run_id": pid, "study_name": study_name,
+                   "metric": spec.metric.name, "mode": spec.metric.mode}, fh, indent=2)
 
     runs_cb = tracking.TrialRuns(uri, exp_id, pid, model=spec.model, dataset=data.name, spec_file=spec.path,
                                  searched=searched, epochs_of=epochs_counter(spec), rungs=spec.scheduler.rungs(spec.max_epochs()),
-                                 early_stopper="asha" if spec.scheduler.type.startswith("asha") else "")  # FIFO never stops early
+                                 early_stopper="asha" if spec.scheduler.type.startswith("asha") else "",  # FIFO never stops early
+                                 metric=spec.metric.name, mode=spec.metric.mode,
+                                 source_tags=provenance.source_tags(spec.path))
     searcher, search_alg, param_space = _search(spec, output, study_name, os.path.basename(sweep_dir))
     tuner = tune.Tuner(
         _trainable(spec, data),
@@ -257,7 +248,7 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1) -> t
                                       os.path.join(meta["output"], "mlartifacts"))
     pid = meta["parent_run_id"]
     client.update_run(pid, status="RUNNING")
-    client.set_tag(pid, "status", "running")
+    client.set_tag(pid, provenance.SWEEP_STATUS, "running")
     # Tuner.restore unpickles the experiment state: only ever point it at our own sweep folders.
     tuner = tune.Tuner.restore(os.path.join(os.path.abspath(sweep_dir), "ray"), trainable=_trainable(spec, data),
                                resume_unfinished=True, resume_errored=False, restart_errored=False)
@@ -282,6 +273,7 @@ def _searcher_of(tuner) -> PrunedAwareOptunaSearch | None:
 
 def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResult:
     runs_cb = _callback(tuner)
+    runs_cb.searcher = _searcher_of(tuner)  # MLflow names and Optuna trials share one numbering
     status, table = "failed", None
     try:
         with recover.catching() as interrupted:
@@ -335,52 +327,16 @@ def _salvage(ctx: _Sweep, runs_cb) -> pd.DataFrame | None:
 
 
 def _complete(ctx: _Sweep, tuner, results: list, table: pd.DataFrame, runs_cb) -> SweepResult:
-    spec, client, pid = ctx.spec, ctx.client, ctx.pid
-    best, state, metrics, used = checkpoints.best_intact(results, spec.metric.name, spec.metric.mode, runs_cb.numbers)
-    best_config = {k: v for k, v in best.config.items()}
-    best_val = {k: float(v) for k, v in metrics.items() if str(k).startswith("val_") and isinstance(v, (int, float))}
-    best_val["epoch"] = float(metrics.get("epoch", 0))
-    test = evaluate_state(spec, best_config, ctx.data, state, "test")
-    wall = time.time() - ctx.t_start
-    with open(os.path.join(ctx.sweep_dir, "best_config.yaml"), "w") as fh:
-        fh.write(specmod.dump_fixed(spec, best_config))
-    summary = {**outcome.base_summary(ctx, table, "completed"), "best_config": best_config,
-               "best_val": best_val, "test": test, "test_checkpoint": used, "wall_seconds": wall}
-    outcome.write_files(ctx.sweep_dir, table, summary)
-    now = int(time.time() * 1000)
-    client.log_batch(pid,
-                     metrics=[Metric(f"test_{k}", v, now, 0) for k, v in test.items()]
-                     + [Metric(f"best_val_{k.removeprefix('val_')}", v, now, 0) for k, v in best_val.items()]
-                     + [Metric("wall_seconds", wall, now, 0)],
-                     params=[Param(f"best.{k}", str(v)[:500]) for k, v in best_config.items()],
-                     tags=[RunTag("status", "completed"), RunTag("best_trial", str(used["trial"] or ""))])
-    for f in ("trials.csv", "best_config.yaml", "summary.json"):
-        client.log_artifact(pid, os.path.join(ctx.sweep_dir, f))
     searcher = _searcher_of(tuner)
-    imp = importance(searcher._ot_study, spec.metric.name) if searcher is not None else {}
-    paths = _write_report(ctx, table, results, runs_cb, imp)
-    client.set_terminated(pid, "FINISHED")
-    return SweepResult(ctx.sweep_dir, ctx.uri, ctx.exp_id, pid, table, best_config, best_val, test, ctx.base, wall,
+    best_config, best_val, test, wall, used, imp, paths = finish.complete(
+        ctx, searcher, results, table, runs_cb, epochs_counter(ctx.spec))
+    ctx.client.set_terminated(ctx.pid, "FINISHED")
+    return SweepResult(ctx.sweep_dir, ctx.uri, ctx.exp_id, ctx.pid, table, best_config, best_val, test, ctx.base, wall,
                        study=searcher._ot_study if searcher is not None else None,
                        extra={"failed_mlflow_writes": runs_cb.failed_writes,
                               "optuna_storage": searcher._storage.url if searcher is not None else None,
                               "study_name": searcher._study_name if searcher is not None else None,
-                              "report": paths.get("html"), "importance": dict(imp), "test_checkpoint": used})
-
-
-def _write_report(ctx: _Sweep, table: pd.DataFrame, results: list, runs_cb, imp) -> dict:
-    spec = ctx.spec
-    searched = tuple(p.name for p in spec.space)
-    histories = {runs_cb.numbers.get(r.metrics.get("trial_id"), i): r.metrics_dataframe
-                 for i, r in enumerate(results) if r.metrics_dataframe is not None and r.metrics}
-    try:
-        paths = write_report(os.path.join(ctx.sweep_dir, "report"), table, histories, spec.metric.name,
-                             spec.metric.mode, searched, imp, f"{spec.name}: {len(table)} trials")
-        ctx.client.log_artifacts(ctx.pid, os.path.join(ctx.sweep_dir, "report"), "report")
-        return paths
-    except Exception as e:  # noqa: BLE001 - a plotting failure must not lose the sweep's results
-        log.warning("report failed: %s", e)
-        return {}
+                              "report": paths.get("html"), "importance": imp, "test_checkpoint": used})
 
 
 def report(spec: Spec, res: SweepResult, top: int = 5, compact: bool = False) -> str:

@@ -32,6 +32,12 @@ RAY_KEYS = frozenset({
     "timesteps_total", "episodes_total", "timesteps_since_restore", "warmup_time",
 })
 
+# MLflow's experiment-type tag. The 3.17 UI reads it only where its workflow-type switch is off
+# (the OSS build has it on: the view follows the sidebar switch / ?workflowType=machine_learning,
+# see README "Reading results"); other MLflow front ends and versions use the tag.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def default_uri(output_dir: str) -> str:
     return f"sqlite:///{os.path.abspath(os.path.join(output_dir, 'mlflow.db'))}"
 
@@ -67,7 +73,8 @@ def connect(uri: str, experiment: str, artifact_root: str) -> tuple[MlflowClient
             client = MlflowClient(uri)
             exp = client.get_experiment_by_name(experiment)  # the first query creates/migrates the DB
             if exp is None:
-                return client, client.create_experiment(experiment, artifact_location=os.path.abspath(artifact_root))
+                return client, client.create_experiment(experiment, artifact_location=os.path.abspath(artifact_root),
+                                                        tags=EXPERIMENT_KIND)
             return client, exp.experiment_id
     except Exception as e:  # any backend failure: unreachable server, bad DB path, auth
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -93,12 +100,14 @@ class TrialRuns(tune.Callback):
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *,
                  model: str, dataset: str, spec_file: str, searched: Iterable[str], epochs_of,
-                 rungs: tuple[int, ...] = (), early_stopper: str = "asha"):
+                 rungs: tuple[int, ...] = (), early_stopper: str = "asha", metric: str = "", mode: str = "max",
+                 source_tags: Mapping[str, str] | None = None):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = experiment_id
         self.parent = parent_run_id
-        self.base_tags = {"model": model, "dataset": dataset, "spec": os.path.basename(spec_file)}
+        self.base_tags = {"model": model, "dataset": dataset, "spec": os.path.basename(spec_file),
+                          **dict(source_tags or {})}
         self.searched = tuple(searched)
         self.epochs_of = epochs_of  # config -> planned epochs
         self.rungs = tuple(rungs)  # ASHA milestones (epochs), ascending
@@ -108,16 +117,23 @@ class TrialRuns(tune.Callback):
         self.final: dict[str, str] = {}  # trial_id -> the status tag it ended with
         self.early_stopper = early_stopper  # "asha" when a scheduler may stop trials early, else ""
         self.failed_writes = 0
+        self.metric, self.mode = metric, mode
+        self.best: dict[str, tuple[float, int]] = {}  # trial_id -> (best value so far, its epoch)
+        self.reasons: dict[str, str] = {}  # trial_id -> the stop_reason tag it ended with
+        self.searcher = None  # the sweep's PrunedAwareOptunaSearch, linked by sweep.py (not pickled)
 
     # Ray pickles callbacks into its experiment state (for Tuner.restore): drop the client.
     def __getstate__(self):
         state = dict(self.__dict__)
         state["client"] = None
+        state["searcher"] = None
         return state
 
     def __setstate__(self, state):
         state.setdefault("final", {})  # pickled by an older version
         state.setdefault("early_stopper", "asha")
+        for k, v in (("metric", ""), ("mode", "max"), ("best", {}), ("reasons", {}), ("searcher", None)):
+            state.setdefault(k, v)
         self.__dict__.update(state)
         self.client = MlflowClient(self.tracking_uri)
 
@@ -144,6 +160,10 @@ class TrialRuns(tune.Callback):
                 self.runs[tid] = r.info.run_id
                 self.numbers[tid] = int(r.data.tags.get("tuner.trial_number", "0"))
                 self.last_step[tid] = int(r.data.tags.get("epochs_run", "0"))
+                if self.metric and f"best_{self.metric}" in r.data.metrics:
+                    self.best[tid] = (r.data.metrics[f"best_{self.metric}"], int(r.data.metrics.get("best_epoch", 0)))
+                if r.data.tags.get("stop_reason"):
+                    self.reasons[tid] = r.data.tags["stop_reason"]
                 if r.info.status != "RUNNING" and r.data.tags.get("status"):
                     self.final[tid] = r.data.tags["status"]
 
@@ -164,7 +184,7 @@ class TrialRuns(tune.Callback):
             self._safe(self.client.set_tag, self.runs[trial.trial_id], "status", "running")
             self.final.pop(trial.trial_id, None)
             return
-        number = max(self.numbers.values(), default=0) + 1
+        number = self._number(trial.trial_id)
         self.numbers[trial.trial_id] = number
         config = {k: v for k, v in trial.config.items()}
         tags = {
@@ -175,12 +195,37 @@ class TrialRuns(tune.Callback):
             "loss": str(config.get("loss", "")),
             **self.base_tags,
         }
-        run = self._safe(self.client.create_run, self.experiment_id, run_name=self._run_name(number, config), tags=tags)
+        if self.searcher is not None and self.searcher.number_of(trial.trial_id) is not None:
+            tags["optuna.trial_number"] = str(number)
+        name = self._run_name(number, config)
+        run = self._safe(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
         if run is None:
             return
         self.runs[trial.trial_id] = run.info.run_id
         self._safe(self.client.log_batch, run.info.run_id,
                    params=[Param(k, v) for k, v in flat_params(config).items()])
+        if self.searcher is not None:  # optuna-dashboard users find the MLflow run from the trial
+            self.searcher.link(trial.trial_id, mlflow_run_id=run.info.run_id, mlflow_run_name=name)
+
+    def _number(self, trial_id: str) -> int:
+        """One numbering a user can match by eye: the Optuna trial number when there is a study
+        (0-based; continues across sweeps sharing a study), else 0, 1, 2, ... in start order."""
+        ot = self.searcher.number_of(trial_id) if self.searcher is not None else None
+        return ot if ot is not None else max(self.numbers.values(), default=-1) + 1
+
+    def _best_so_far(self, trial_id: str, result: Mapping[str, Any], step: int) -> list[Metric]:
+        """best_<metric> and best_epoch as of this epoch: the trial's score, logged on the child so
+        that sorting children by it in the MLflow UI ranks them as trials.csv does."""
+        v = result.get(self.metric) if self.metric else None
+        if not isinstance(v, (int, float)) or v != v:
+            return []
+        prev = self.best.get(trial_id)
+        better = prev is None or (v > prev[0] if self.mode == "max" else v < prev[0])
+        if better:
+            self.best[trial_id] = (float(v), step)
+        value, epoch = self.best[trial_id]
+        now = int(time.time() * 1000)
+        return [Metric(f"best_{self.metric}", value, now, step), Metric("best_epoch", float(epoch), now, step)]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.run_id(trial)
@@ -196,7 +241,7 @@ class TrialRuns(tune.Callback):
             Metric(k, float(v), now, step)
             for k, v in result.items()
             if k not in RAY_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
-        ]
+        ] + self._best_so_far(trial.trial_id, result, step)
         self._safe(self.client.log_batch, run_id, metrics=metrics,
                    tags=[RunTag("epochs_run", str(step))])
 
@@ -226,6 +271,7 @@ class TrialRuns(tune.Callback):
         if reason:
             tags.append(RunTag("stop_reason", reason))
         self.final[trial.trial_id] = status
+        self.reasons[trial.trial_id] = reason
         self._safe(self.client.log_batch, run_id, tags=tags)
         self._safe(self.client.set_terminated, run_id, "KILLED" if status == "interrupted" else "FINISHED")
 
@@ -235,6 +281,7 @@ class TrialRuns(tune.Callback):
             return
         reason = error_reason(trial)
         self.final[trial.trial_id] = "errored"
+        self.reasons[trial.trial_id] = reason[:500]
         self._safe(self.client.log_batch, run_id,
                    tags=[RunTag("status", "errored"), RunTag("stop_reason", reason[:500])])
         self._safe(self.client.set_terminated, run_id, "FAILED")

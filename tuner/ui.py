@@ -23,11 +23,23 @@ from tuner.sweepdir import read_sweep_meta
 READY_TIMEOUT_S = 600.0  # a loaded 2-core machine took minutes to answer
 
 
+def view_query(metric: str | None, mode: str | None) -> str:
+    """URL query for MLflow 3.17's experiment page: the model-training view (the UI picks GenAI vs
+    training from `workflowType`, else from a sidebar switch remembered in the browser, default
+    GenAI; it does not read the experiment's tags), runs sorted by the trials' score."""
+    from urllib.parse import urlencode
+
+    query = {"workflowType": "machine_learning"}
+    if metric:
+        query.update(orderByKey=f"metrics.`best_{metric}`", orderByAsc=str(mode == "min").lower())
+    return urlencode(query)
+
+
 def target(run: str | None) -> tuple[str, str]:
     """(tracking URI, link fragment) for a sweep folder, or an output folder holding mlflow.db."""
     if run and os.path.isfile(os.path.join(run, "sweep.json")):
         meta = read_sweep_meta(run)
-        return meta["tracking_uri"], f"#/experiments/{meta['experiment_id']}/runs/{meta['parent_run_id']}"
+        return meta["tracking_uri"], f"#/experiments/{meta['experiment_id']}?{view_query(meta.get('metric'), meta.get('mode'))}"
     db = os.path.join(run or "runs", "mlflow.db")
     if not os.path.isfile(db):
         raise TunerError(f"{run or 'runs'}: no sweep folder (sweep.json) or mlflow.db here")
