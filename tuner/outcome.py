@@ -150,7 +150,8 @@ def render(spec, res, top: int = 5) -> str:
     lines.append(f"\noutputs:   {res.sweep_dir}/  (trials.csv, best_config.yaml, summary.json, report/report.html)")
     lines.append(f"re-run:    tuner run {os.path.join(res.sweep_dir, 'best_config.yaml')}")
     if res.tracking_uri.startswith("sqlite:"):
-        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1\n"
+        # tuner ui opens the training-runs view sorted by the trial score; MLflow's own UI opens GenAI's
+        lines.append(f"MLflow UI: tuner ui {res.sweep_dir}   (or mlflow ui --backend-store-uri {res.tracking_uri})\n"
                      f"           (experiment {res.experiment_id}, parent run {res.parent_run_id})")
     else:
         lines.append(f"MLflow:    {tracking.redact(res.tracking_uri)}  experiment {res.experiment_id}, "
