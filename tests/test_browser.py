@@ -1,16 +1,20 @@
-"""End to end in a real browser: a smoke sweep, `tuner ui`, and the MLflow UI in headless Chromium.
+"""End to end in a real browser: a small sweep, `tuner ui`, and the MLflow UI in headless Chromium: the
+training-runs view, sorted by the trial score, lists the trials in the order of trials.csv, and the
+comparison of the top 3 shows their knobs and best metric.
 
 Needs Debian's chromium (/usr/bin/chromium; .ci/run installs it) and the playwright package (the
 `test` extra). Saves a screenshot to the test's temporary folder, or to $TUNER_ARTIFACTS/mlflow_ui.png
 when that is set; nothing is written into the repository.
 """
 
+import csv
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -34,7 +38,26 @@ def browser():
         b.close()
 
 
-def test_mlflow_ui_shows_parent_children_and_a_chart(ray_session, tmp_path, browser):
+def visible_trial_order(page) -> list[str]:
+    """Trial names in the runs table as shown: the grid positions rows by their row-index attribute,
+    not by document order (rows keep their DOM place when a sort moves them)."""
+    rows = page.locator("[role=row][row-index]").evaluate_all(
+        "rows => rows.map(r => [Number(r.getAttribute('row-index')), r.innerText])")
+    names = [m.group(0) for _, text in sorted(rows) for m in [re.search(r"trial-\d{3}", text)] if m]
+    return list(dict.fromkeys(names))
+
+
+def wait_for_order(page, want: list[str], timeout_s: float = 60) -> list[str]:
+    """Poll the table until it shows `want` (the sort is applied asynchronously), with a deadline."""
+    deadline = time.monotonic() + timeout_s
+    got = visible_trial_order(page)
+    while got != want and time.monotonic() < deadline:
+        page.wait_for_timeout(250)  # a poll interval, not a fixed wait: the loop ends on the event
+        got = visible_trial_order(page)
+    return got
+
+
+def test_mlflow_ui_training_view_sorted_by_score_matches_trials_csv(ray_session, tmp_path, browser):
     from tuner import spec as specmod
     from tuner import sweep
 
@@ -43,34 +66,44 @@ def test_mlflow_ui_shows_parent_children_and_a_chart(ray_session, tmp_path, brow
             "fixed": {"epochs": 3},
             "space": {"loss": {"type": "categorical", "choices": ["bpr", "ce"]},
                       "lr": {"type": "float", "low": 1.0e-3, "high": 5.0e-2, "log": True}},
-            "search": {"samples": 3, "concurrency": 2, "seed": 0}}
+            "search": {"samples": 4, "concurrency": 2, "seed": 0}}
     (tmp_path / "ui.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     res = sweep.run(specmod.load(str(tmp_path / "ui.yaml")), output=str(tmp_path / "out"), verbose=0)
+    with open(os.path.join(res.sweep_dir, "trials.csv")) as fh:
+        table = list(csv.DictReader(fh))
+    want = [f"trial-{int(r['trial']):03d}" for r in table]
 
     ui = subprocess.Popen([sys.executable, "-m", "tuner", "ui", res.sweep_dir, "--port", "0"],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         line = ui.stdout.readline()  # printed only once the server answers
         m = re.search(r"(http://127\.0\.0\.1:\d+/)(\S*)", line)
-        assert m, line
-        base, link = m.group(1), m.group(2)
-        assert link == f"#/experiments/{res.experiment_id}/runs/{res.parent_run_id}"
-        urllib.request.urlopen(base + "health", timeout=10).close()
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{base}#/experiments/{res.experiment_id}/runs?compareRunsMode=CHART")
-        parent_name = page.get_by_text(re.compile(r"^ui \d{8}-\d{6}$")).first
-        parent_name.wait_for(timeout=60000)
-        page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # expand the sweep
-        for n in range(1, 4):
-            page.get_by_text(re.compile(f"^trial-{n:03d} ")).first.wait_for(timeout=30000)
-        page.get_by_placeholder("Search metric charts").fill("val_ndcg_10")
-        chart = page.locator("[data-testid*='chart'], .js-plotly-plot, canvas, svg.main-svg").first
-        chart.wait_for(state="attached", timeout=30000)  # a metric chart is drawn
-        page.get_by_text("val_ndcg_10").first.wait_for(state="visible", timeout=30000)
+        assert m and "workflowType=machine_learning" in m.group(2), line
+        urllib.request.urlopen(m.group(1) + "health", timeout=10).close()
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(m.group(0))
+        page.get_by_text(re.compile(r"^ui \d{8}-\d{6}")).first.wait_for(timeout=60000)
+        assert "Evaluation runs" not in page.inner_text("body")  # the training-runs view, not GenAI's
+
+        # sort by the trial score; MLflow 3.17 ignores the URL's sort, so as a user would: the Sort menu
+        page.get_by_role("button", name=re.compile("^Sort")).click()
+        page.get_by_placeholder("Search").last.fill("best_val_ndcg_10")
+        page.get_by_text("best_val_ndcg_10", exact=True).first.click()
+        page.get_by_role("button", name=re.compile("^Sort: best_val_ndcg_10")).wait_for(timeout=30000)
+        page.keyboard.press("Escape")
+        assert wait_for_order(page, want) == want  # the order of trials.csv
+
+        for name in want[:3]:  # compare the top 3: their knobs and best metric are there
+            page.get_by_role("row").filter(has_text=name).get_by_role("checkbox").first.check()
+        page.get_by_role("button", name=re.compile("^Compare")).first.click()
+        page.get_by_text(re.compile("Comparing 3 Runs")).first.wait_for(timeout=60000)
+        text = page.inner_text("body")
+        for r in table[:3]:
+            assert f"trial-{int(r['trial']):03d} loss={r['loss']}" in text
+        assert "best_val_ndcg_10" in text and "lr" in text
         out = os.environ.get("TUNER_ARTIFACTS") or str(tmp_path)
         os.makedirs(out, exist_ok=True)
-        page.screenshot(path=os.path.join(out, "mlflow_ui.png"))
-        print(f"screenshot: {os.path.join(out, 'mlflow_ui.png')}")
+        page.screenshot(path=os.path.join(out, "mlflow_compare.png"))
     finally:
         os.killpg(ui.pid, signal.SIGTERM)  # tuner ui ends its server's whole group
         try:
