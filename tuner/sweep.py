@@ -273,14 +273,15 @@ def _searcher_of(tuner) -> PrunedAwareOptunaSearch | None:
 
 def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResult:
     runs_cb = _callback(tuner)
-    runs_cb.searcher = _searcher_of(tuner)  # MLflow names and Optuna trials share one numbering
+    searcher = _searcher_of(tuner)
+    runs_cb.searcher = searcher  # MLflow names and Optuna trials share one numbering
     status, table = "failed", None
     try:
         with recover.catching() as interrupted:
             grid = tuner.fit()
         trials = grid._experiment_analysis.trials
         # a resume after SIGKILL: MLflow runs / Optuna trials Ray never saved are closed as lost
-        lost = recover.close_lost(runs_cb, _searcher_of(tuner) if ctx.resumed else None,
+        lost = recover.close_lost(runs_cb, searcher if ctx.resumed else None,
                                   [t.trial_id for t in trials])
         runs_cb.close_running()  # before the table: a run still open here was interrupted
         results = list(grid)
@@ -294,7 +295,7 @@ def _execute(ctx: _Sweep, tuner, address: str | None, verbose: int) -> SweepResu
             status = "all_failed"
             outcome.write_files(ctx.sweep_dir, table, outcome.base_summary(ctx, table, status))
             raise outcome.AllFailed(ctx.sweep_dir, outcome.failure_counts(table))
-        res = _complete(ctx, tuner, results, table, runs_cb)
+        res = _complete(ctx, searcher, results, table, runs_cb)
         status = "completed"
         return res
     except KeyboardInterrupt:  # a second Ctrl+C, or one outside Tune's loop: still resumable
@@ -326,8 +327,7 @@ def _salvage(ctx: _Sweep, runs_cb) -> pd.DataFrame | None:
         return None
 
 
-def _complete(ctx: _Sweep, tuner, results: list, table: pd.DataFrame, runs_cb) -> SweepResult:
-    searcher = _searcher_of(tuner)
+def _complete(ctx: _Sweep, searcher, results: list, table: pd.DataFrame, runs_cb) -> SweepResult:
     best_config, best_val, test, wall, used, imp, paths = finish.complete(
         ctx, searcher, results, table, runs_cb, epochs_counter(ctx.spec))
     ctx.client.set_terminated(ctx.pid, "FINISHED")
