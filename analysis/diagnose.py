@@ -1,4 +1,4 @@
-"""Training pathologies read off one trial's per-epoch history, and a Ray Tune stopper using them.
+"""Training pathologies read off one trial's per-epoch history, as plain functions (no Ray).
 
 A history is the list of result dicts a trial reported, oldest first, each with `epoch`,
 `train_loss` and the validation metric (e.g. `val_ndcg_10`). Optional keys the checks use:
@@ -16,7 +16,7 @@ A history is the list of result dicts a trial reported, oldest first, each with 
 Checks, first match wins (most urgent, then most specific cause):
 diverged, collapsed, stuck, dominated, mismatch. `diagnose` looks at the latest epoch only, so
 a stopper can call it after every result; `first_diagnosis` replays a finished history.
-The checks are plain Python; Ray is imported only when `PathologyStopper` is first used.
+`PathologyWatch` applies them to a sweep's results as they arrive; tuner/stopper.py is its Ray Stopper.
 """
 
 from __future__ import annotations
@@ -262,61 +262,43 @@ class PeerBests:
         return best >= top - margin if self.mode == "max" else best <= top + margin
 
 
-def _make_stopper():
-    from ray.tune.stopper import Stopper
+class PathologyWatch:
+    """Every trial's history as its results arrive, and the pathology that stopped it.
 
-    class PathologyStopper(Stopper):
-        """Ray Tune stopper: stop a trial as soon as `diagnose` finds a pathology in its history.
+    `observe(trial_id, result)` returns the Diagnosis that should stop the trial now, or None.
+    It sets `result["stop_reason"]` when it fires, so the result Ray keeps as the trial's last
+    names the reason. A stuck or mismatched trial that leads its peers (within `leader_tol`) at
+    its epoch runs on: the checks must not stop a sweep's leader. tuner/stopper.py wraps this in
+    a Ray Tune Stopper.
+    """
 
-        Pass as `tune.RunConfig(stop=PathologyStopper(metric, mode, cfg))`. Ray calls it on the
-        driver with every result before the callbacks; when it fires, `reasons[trial_id]` holds the
-        Diagnosis and the result itself gets `stop_reason = str(diagnosis)`, which becomes
-        trial.last_result, so TrialRuns.on_trial_complete's `last.get("stop_reason")` tags it.
-        """
+    def __init__(self, metric: str, mode: str = "max", cfg: DiagnoseConfig = DiagnoseConfig(),
+                 reference: float | None = None):
+        self.metric, self.mode, self.cfg, self.reference = metric, mode, cfg, reference
+        self.histories: dict[str, list[dict[str, float]]] = {}
+        self.reasons: dict[str, Diagnosis] = {}
+        self.peers = PeerBests(mode)
 
-        def __init__(self, metric: str, mode: str = "max", cfg: DiagnoseConfig = DiagnoseConfig(),
-                     reference: float | None = None):
-            self.metric, self.mode, self.cfg, self.reference = metric, mode, cfg, reference
-            self.histories: dict[str, list[dict[str, float]]] = {}
-            self.reasons: dict[str, Diagnosis] = {}
-            self.peers = PeerBests(mode)
-
-        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-            if not self.cfg.enabled:
-                return False
-            if trial_id in self.reasons:
-                result["stop_reason"] = str(self.reasons[trial_id])
-                return True
-            hist = self.histories.setdefault(trial_id, [])
-            epoch = _num(result.get("epoch"))
-            if epoch is not None:  # a trial restored from a checkpoint reports its epochs again
-                hist[:] = [r for r in hist if r.get("epoch", -math.inf) < epoch]
-            # keep numbers only: results also carry the config and Ray's bookkeeping
-            hist.append({k: v for k, v in result.items() if isinstance(k, str) and _num(v) is not None})
-            vals = _series(hist, self.metric)
-            if epoch is not None and vals:
-                self.peers.add(trial_id, int(epoch), _best(vals, self.mode))
-            found = diagnose(hist, self.metric, self.mode, self.cfg, self.reference)
-            if found is None or (found.name in ("stuck", "mismatch") and epoch is not None and vals
-                                 and self.peers.leads(trial_id, int(epoch), _best(vals, self.mode), self.cfg.leader_tol)):
-                return False
-            self.reasons[trial_id] = found
-            result["stop_reason"] = str(found)
-            del self.histories[trial_id]  # a stopped trial reports no more
-            return True
-
-        def stop_all(self) -> bool:
-            return False
-
-    # pickle (Ray saves the run config) finds the class by this name through __getattr__ below
-    PathologyStopper.__qualname__ = "PathologyStopper"
-    return PathologyStopper
-
-
-def __getattr__(name: str):
-    """PEP 562: build PathologyStopper (a ray.tune Stopper) on first access, so that importing
-    this module for `diagnose` alone does not load Ray (a second of start-up)."""
-    if name == "PathologyStopper":
-        cls = globals()["PathologyStopper"] = _make_stopper()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def observe(self, trial_id: str, result: dict[str, Any]) -> Diagnosis | None:
+        if not self.cfg.enabled:
+            return None
+        if trial_id in self.reasons:
+            result["stop_reason"] = str(self.reasons[trial_id])
+            return self.reasons[trial_id]
+        hist = self.histories.setdefault(trial_id, [])
+        epoch = _num(result.get("epoch"))
+        if epoch is not None:  # a trial restored from a checkpoint reports its epochs again
+            hist[:] = [r for r in hist if r.get("epoch", -math.inf) < epoch]
+        # keep numbers only: results also carry the config and Ray's bookkeeping
+        hist.append({k: v for k, v in result.items() if isinstance(k, str) and _num(v) is not None})
+        vals = _series(hist, self.metric)
+        if epoch is not None and vals:
+            self.peers.add(trial_id, int(epoch), _best(vals, self.mode))
+        found = diagnose(hist, self.metric, self.mode, self.cfg, self.reference)
+        if found is None or (found.name in ("stuck", "mismatch") and epoch is not None and vals
+                             and self.peers.leads(trial_id, int(epoch), _best(vals, self.mode), self.cfg.leader_tol)):
+            return None
+        self.reasons[trial_id] = found
+        result["stop_reason"] = str(found)
+        del self.histories[trial_id]  # a stopped trial reports no more
+        return found

@@ -3,7 +3,7 @@
 Inputs are what a finished sweep already has: the trials table (analysis/trials.py columns:
 trial, trial_id, status, epochs_run, best_<metric>, last_<metric>, error, one column per
 searched knob), per-trial histories (trial number -> DataFrame with `epoch` and the metric) and
-an importance dict (analysis/importance.py). Plots use matplotlib's Figure directly (Agg, no
+an importance dict (tuner/importance.py). Plots use matplotlib's Figure directly (Agg, no
 pyplot), so nothing here touches global backend state or needs a display.
 """
 

@@ -2,7 +2,7 @@
 
 Amazon Beauty (S3-Rec version, /work/shared/data/s3rec/Beauty.txt, 22,363 users, 12,101 items)
 with its item attributes as the content modality; leave-one-out, full-catalogue ranking with seen
-items masked (tuner.metrics). Both runs share every hyperparameter (seed 002's BPR column: lr 1e-3,
+items masked (trainables.metrics). Both runs share every hyperparameter (seed 002's BPR column: lr 1e-3,
 batch 256, warmup 3, its three-phase alpha table) except the rec loss, so the comparison is about
 the loss. Seed 002 claims BPR gives 4-5x the HR@10 of CE (0.015 -> 0.07).
 
@@ -45,7 +45,7 @@ RUNS = {
 
 
 def load_data(path: str, attrs: str, max_users: int | None):
-    from tuner.data import from_sequences, load, load_item_attributes
+    from trainables.data import from_sequences, load, load_item_attributes
 
     if max_users:
         with open(path, encoding="utf-8") as fh:
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         results = [run_one(r, RUNS[r], args) for r in runs]
     total = time.perf_counter() - t0
 
-    from tuner import metrics as M
+    from trainables import metrics as M
 
     data = load_data(args["data"], args["attrs"], args["max_users"])
     pop = M.popularity(data.train_counts(), data.split("test"), (10, 20))

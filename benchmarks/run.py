@@ -143,7 +143,7 @@ def timed(fn, repeats: int) -> list:
 
 def run_eval(args, tmp: str) -> list:
     from trainables.loop import evaluate
-    from tuner import data as datamod
+    from trainables import data as datamod
     from tuner import spec as specmod
 
     data = datamod.load(smoke_file(tmp, args.data) if args.smoke_test else args.data)
@@ -162,7 +162,7 @@ def run_eval(args, tmp: str) -> list:
 # --- bpr --------------------------------------------------------------------------------------
 
 def run_bpr(args, tmp: str) -> list:
-    from tuner import data as datamod
+    from trainables import data as datamod
 
     data = datamod.load(smoke_file(tmp, args.data) if args.smoke_test else args.data)
     reps = 1 if args.smoke_test else 5
@@ -215,7 +215,7 @@ def plain(job_path: str) -> None:
 
     from trainables import MODELS
     from trainables.loop import fit
-    from tuner import data as datamod
+    from trainables import data as datamod
 
     with open(job_path) as fh:
         job = json.load(fh)

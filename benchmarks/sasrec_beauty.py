@@ -37,8 +37,8 @@ sys.path.insert(0, ROOT)
 
 from trainables import MODELS  # noqa: E402
 from trainables.loop import evaluate, fit  # noqa: E402
-from tuner import data as datamod  # noqa: E402
-from tuner import metrics as M  # noqa: E402
+from trainables import data as datamod  # noqa: E402
+from trainables import metrics as M  # noqa: E402
 
 DATA = "/work/shared/data/s3rec/Beauty.txt"
 ARCH = dict(maxlen=50, hidden_units=64, num_blocks=2, num_heads=2, batch_size=256, lr=1e-3)
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     if args.smoke_test:
-        from tuner import synthetic
+        from trainables import synthetic
 
         data = synthetic.generate(n_users=300, n_items=200, mean_length=10)
         args.max_epochs, suffix = 2, "_smoke"

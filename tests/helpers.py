@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:

@@ -1,4 +1,4 @@
-"""The auxiliary and classification losses of tuner/losses.py against hand-computed values."""
+"""The auxiliary and classification losses of trainables/losses.py against hand-computed values."""
 
 import math
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tuner import losses
-from tuner.errors import TunerError
+from trainables import losses
+from trainables.errors import TunerError
 
 P = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
 T = torch.tensor([[1.0, 0.0], [0.0, 4.0]])  # differences 0, 2, 3, 0

@@ -507,7 +507,7 @@ def test_internal_errors_are_one_line(capsys, monkeypatch):
 
 def test_check_resources_names_the_key():
     from tuner import spec as S
-    from tuner.errors import TunerError
+    from trainables.errors import TunerError
 
     spec = S.parse(yaml.safe_load(mut("resources", {"cpu": 4, "gpu": 0.5})), "s.yaml")
     S.check_resources(spec, 4.0, 1.0)

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tuner import data as D
+from trainables import data as D
 from tuner import spec as S
 from tuner.cli import _overrides
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACES = sorted(glob.glob(os.path.join(ROOT, "search_spaces", "*.yaml")))

@@ -5,8 +5,8 @@ import torch
 
 from trainables import MODELS
 from trainables.bpr_mf import MF
-from tuner import synthetic
-from tuner.losses import full_ce
+from trainables import synthetic
+from trainables.losses import full_ce
 
 
 def test_forward_factors_and_score_all_agree():
@@ -72,7 +72,7 @@ def test_lazy_adam_matches_sparse_adam_and_leaves_other_rows_alone():
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_sparse_adam_trains_bpr_and_refuses_full_ce(fused):
-    from tuner.errors import TunerError
+    from trainables.errors import TunerError
 
     data = synthetic.generate(n_users=60, n_items=40, mean_length=8)
     entry = MODELS["bpr_mf"]

@@ -12,7 +12,7 @@ import yaml
 from helpers import run_script
 
 from tuner import cluster
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 
 TINY = {"name": "c", "model": "bpr_mf",
         "data": {"synthetic": {"n_users": 60, "n_items": 30, "mean_length": 6, "seed": 1}},

@@ -1,4 +1,4 @@
-"""tuner.data: every loader format, leave-one-out, masks, and one-line errors naming file and line."""
+"""trainables.data: every loader format, leave-one-out, masks, and one-line errors naming file and line."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from helpers import assert_location, raises_tuner_error, write
-from tuner import data as D
+from trainables import data as D
+from trainables import datasets
 
 
 def seqs_of(d: D.Dataset) -> dict[str, list[str]]:
@@ -144,6 +145,6 @@ def test_dataset_for_a_file_spec_with_attributes(tmp_path):
     write(tmp_path, "d/a.json", '{"10": [5], "40": [6]}')
     spec = load(write(tmp_path, "spec.yaml", "model: bpr_mf\n"
                       "data: {source: file, path: d/s.txt, item_attributes: d/a.json}\n"))
-    d = D.dataset_for(spec)  # both paths resolved against the spec's folder
+    d = datasets.dataset_for(spec)  # both paths resolved against the spec's folder
     assert (d.n_users, d.n_items) == (2, 4)
     assert d.item_features.tolist() == [[1, 0], [0, 0], [0, 0], [0, 1]]

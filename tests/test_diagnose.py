@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from analysis.diagnose import DiagnoseConfig, Diagnosis, PathologyStopper, diagnose, first_diagnosis
+from analysis.diagnose import DiagnoseConfig, Diagnosis, diagnose, first_diagnosis
+from tuner.stopper import PathologyStopper
 
 M = "val_ndcg_10"
 
@@ -210,14 +211,14 @@ def test_stopper_fires_records_reason_and_keeps_trials_apart():
     assert fired == [False, False, True, True, True, True]  # stays stopped once fired
     assert set(stop.reasons) == {"b"} and stop.reasons["b"].name == "stuck" and stop.reasons["b"].epoch == 3
     assert stop.stop_all() is False
-    assert all(isinstance(v, float | int) for r in stop.histories["a"] for v in r.values())
+    assert all(isinstance(v, float | int) for r in stop.watch.histories["a"] for v in r.values())
 
 
 def test_stopper_restored_trial_does_not_duplicate_epochs():
     stop = PathologyStopper(M, "max")
     for e in (1, 2, 3, 2, 3, 4):  # restored from the epoch-1 checkpoint: epochs 2, 3 come again
         stop("t", {"epoch": e, "train_loss": 1.0 / e, M: 0.01 * e})
-    assert [r["epoch"] for r in stop.histories["t"]] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in stop.watch.histories["t"]] == [1, 2, 3, 4]
 
 
 def test_stopper_disabled_never_stops():
@@ -257,7 +258,7 @@ def test_checks_do_not_import_ray_and_stopper_pickles():
     stop("t", {"epoch": 1, "train_loss": 1.0, M: 0.1})
     back = pickle.loads(pickle.dumps(stop))  # Ray saves the run config (and its stopper) with the experiment
     assert isinstance(back, Stopper) and type(back) is PathologyStopper
-    assert back.cfg.stuck_epochs == 4 and back.histories == stop.histories
+    assert back.watch.cfg.stuck_epochs == 4 and back.watch.histories == stop.watch.histories
 
 
 def test_first_diagnosis_reads_a_dataframe_with_gaps_and_numpy_types():

@@ -1,11 +1,12 @@
-"""The seed-004 gated fusion classifier and its multi-view data (tuner/multiview.py)."""
+"""The seed-004 gated fusion classifier and its multi-view data (trainables/multiview.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from tuner import losses, multiview, spec as specmod
-from tuner.errors import TunerError
+from trainables import losses, multiview
+from tuner import spec as specmod
+from trainables.errors import TunerError
 from trainables import MODELS
 from trainables.loop import NonFiniteLoss, evaluate, fit
 

@@ -5,7 +5,7 @@ import random
 import optuna
 import pytest
 
-from analysis.importance import Importances, importance
+from tuner.importance import Importances, importance
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -92,7 +92,7 @@ def test_sweep_importance_is_optuna_dashboards_default_and_needs_enough_trials()
     trials it gives no numbers and says why."""
     import warnings
 
-    from analysis.importance import MIN_COMPLETE_TRIALS
+    from tuner.importance import MIN_COMPLETE_TRIALS
 
     study = make_study(n=40, conditional=True)
     ours = importance(study, "val_ndcg_10", method="ped_anova", min_trials=MIN_COMPLETE_TRIALS)

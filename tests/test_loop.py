@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from helpers import torch_threads
-from tuner.losses import Loss, bpr
-from tuner.synthetic import generate
+from trainables.losses import Loss, bpr
+from trainables.synthetic import generate
 from trainables import bpr_mf, get_model
 from trainables.loop import NonFiniteLoss, fit
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from tuner.errors import TunerError
-from tuner.losses import (
+from trainables.errors import TunerError
+from trainables.losses import (
     LOSSES,
     RANKING_LOSSES,
     bce,
@@ -55,7 +55,7 @@ def test_full_ce_by_hand():
 
 @pytest.mark.parametrize("block", [1, 7, 10**9])  # one row per block, a ragged last block, everything at once
 def test_linear_ce_equals_full_ce_with_gradients(monkeypatch, block):
-    import tuner.losses as L
+    import trainables.losses as L
 
     torch.manual_seed(0)
     q = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)

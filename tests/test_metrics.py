@@ -1,4 +1,4 @@
-"""tuner.metrics against a brute-force per-user reference, and the Beauty popularity baseline."""
+"""trainables.metrics against a brute-force per-user reference, and the Beauty popularity baseline."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tuner import metrics as M
-from tuner.data import Split
+from trainables import metrics as M
+from trainables.data import Split
 
 KS = (1, 3, 5, 10)
 
@@ -138,7 +138,7 @@ BEAUTY = "/work/shared/data/s3rec/Beauty.txt"
 
 @pytest.mark.skipif(not os.path.isfile(BEAUTY), reason=f"real data file {BEAUTY} is not available here")
 def test_beauty_popularity_baseline_matches_published():
-    from tuner.data import load
+    from trainables.data import load
 
     data = load(BEAUTY)
     got = M.popularity(data.train_counts(), data.split("test"), (10,))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tuner import losses, spec as specmod, synthetic
-from tuner.errors import TunerError
+from trainables import losses, synthetic
+from tuner import spec as specmod
+from trainables.errors import TunerError
 from trainables import MODELS
 from trainables.loop import NonFiniteLoss, fit
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 from trainables.negatives import NegativeSampler, sampler_probs
 
 COUNTS = np.array([1000, 400, 200, 100, 50, 20, 10, 5, 1, 0], dtype=np.int64)

@@ -73,12 +73,12 @@ def test_files_and_printed_summary_agree(swept):
     best_yaml = yaml.safe_load(open(os.path.join(res.sweep_dir, "best_config.yaml")))
     assert best_yaml["fixed"]["epochs"] == summary["best_epoch"]
     complete = int((table["status"] == "completed").sum())
-    if complete < 8:  # analysis.importance.MIN_COMPLETE_TRIALS: one line saying why not
+    if complete < 8:  # tuner.importance.MIN_COMPLETE_TRIALS: one line saying why not
         assert f"importance: not computed ({complete} complete trial(s)" in printed
 
 
 def test_analyze_agrees(swept):
-    from analysis.analyze import analyze, render
+    from tuner.analyze import analyze, render
 
     _, res, table, _ = swept
     a = analyze(res.sweep_dir, out_dir=os.path.join(res.sweep_dir, "analysis"))

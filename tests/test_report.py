@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.importance import Importances
+from tuner.importance import Importances
 from analysis.report import trial_name, write_report
 
 M = "val_ndcg_10"

@@ -11,8 +11,8 @@ from trainables import MODELS
 from trainables import sasrec as S
 from trainables.loop import fit
 from tuner import spec as specmod
-from tuner import synthetic
-from tuner.errors import TunerError
+from trainables import synthetic
+from trainables.errors import TunerError
 from tuner.space import sample
 from trainables.similarity import SIMILARITIES
 
@@ -151,7 +151,7 @@ def test_eval_sees_the_splits_history(data):
 @pytest.mark.parametrize("similarity", SIMILARITIES)
 def test_blockwise_full_ce_matches_plain_ce(data, monkeypatch, similarity):
     """ce runs blockwise on the head's factors; value and every gradient equal CE on the full logits."""
-    import tuner.losses as L
+    import trainables.losses as L
 
     r = recipe(data, loss="ce", similarity=similarity)
     rows = r.train_rows[:16]
@@ -218,7 +218,7 @@ def test_benchmark_smoke_variant(tmp_path):
 
 def test_evaluate_ranks_with_the_same_scores_as_score_users(data):
     """evaluate() computes every user's state once (sorted by length); same metrics as block scoring."""
-    from tuner import metrics as M
+    from trainables import metrics as M
 
     r = recipe(data, loss="ce")
     r.model.eval()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 from trainables.similarity import SIMILARITIES, make_similarity
 
 X = torch.tensor([[3.0, 4.0]])  # |x| = 5

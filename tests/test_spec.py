@@ -11,7 +11,7 @@ import yaml
 
 from helpers import assert_location, raises_tuner_error, write
 from tuner import spec as S
-from tuner.losses import LOSSES
+from trainables.losses import LOSSES
 from trainables import MODELS
 from trainables.bpr_mf import Config as BPRConfig
 
@@ -210,7 +210,7 @@ def test_dump_fixed_keeps_the_data_file(tmp_path):
 
 
 def test_smoke_on_file_data_keeps_the_file_and_takes_a_seeded_slice_of_users(tmp_path, capsys):
-    from tuner.data import dataset_for
+    from trainables.datasets import dataset_for
 
     rows = [f"u{u} " + " ".join(f"i{(u * 7 + j) % 97}" for j in range(6)) for u in range(500)]
     (tmp_path / "seqs.txt").write_text("\n".join(rows) + "\n")

@@ -1,4 +1,4 @@
-"""tuner.synthetic: seeded, well-formed, and the planted structure is really there."""
+"""trainables.synthetic: seeded, well-formed, and the planted structure is really there."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from helpers import torch_threads
-from tuner import metrics
-from tuner.synthetic import generate
+from trainables import metrics
+from trainables.synthetic import generate
 from trainables import get_model
 from trainables.loop import fit
 

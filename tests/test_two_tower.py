@@ -11,8 +11,8 @@ from trainables import MODELS
 from trainables import two_tower as T
 from trainables.loop import fit
 from tuner import spec as specmod
-from tuner import synthetic
-from tuner.errors import TunerError
+from trainables import synthetic
+from trainables.errors import TunerError
 from tuner.space import sample
 
 ENTRY = MODELS["two_tower"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from tuner import config as _config
-from tuner.errors import TunerError
+from trainables import config as _config
+from trainables.errors import TunerError
 from trainables import bpr_mf
 from trainables import fusion_classifier, multimodal
 from trainables import sasrec, two_tower
@@ -24,19 +24,19 @@ class ModelEntry:
     validate: Callable[[Any], None] | None = None  # cross-field checks on a built config
     task: str = "ranking"  # "ranking": full-catalogue HR/NDCG/MRR; other tasks override metrics/load_data
     metrics: Callable[[tuple[int, ...]], list[str]] | None = None  # reported metric names; default ranking
-    load_data: Callable[[Any], Any] | None = None  # spec -> dataset; default tuner.data.dataset_for
+    load_data: Callable[[Any], Any] | None = None  # spec -> dataset; default trainables.datasets.dataset_for
 
     def metric_names(self, ks: tuple[int, ...]) -> list[str]:
         if self.metrics is not None:
             return list(self.metrics(ks))
-        from tuner.metrics import metric_names
+        from trainables.metrics import metric_names
 
         return metric_names(ks, "val_") + ["train_loss"]
 
     def dataset(self, spec) -> Any:
         if self.load_data is not None:
             return self.load_data(spec)
-        from tuner.data import dataset_for
+        from trainables.datasets import dataset_for
 
         return dataset_for(spec)
 

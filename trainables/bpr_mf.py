@@ -2,7 +2,7 @@
 
 score(u, i) = <p_u, q_i> + b_i. Sampled losses draw `n_negatives` uniform items per positive
 (one vectorised randint on the trial's device); "ce" scores the whole catalogue instead, block by
-block (tuner.losses.linear_ce) so the [B, N] logits never exist.
+block (trainables.losses.linear_ce) so the [B, N] logits never exist.
 `weight_decay` is the classic BPR L2 penalty on the embeddings a batch touches.
 
 `optimizer`: "adam" updates both whole tables every step (Adam moves rows with momentum even when
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tuner.config import bounded, choice
-from tuner.data import Dataset
-from tuner.errors import TunerError
-from tuner.losses import LOSSES, get_loss
+from trainables.config import bounded, choice
+from trainables.data import Dataset
+from trainables.errors import TunerError
+from trainables.losses import LOSSES, get_loss
 from trainables import kernels
 from trainables.loop import LazyAdam, Recipe, adam
 

@@ -1,6 +1,6 @@
 """Gated multi-view fusion classifier (seed 004): classification + contrastive + encoder losses.
 
-Not a ranking model: ModelEntry(task="classification"); data come from tuner.multiview (the
+Not a ranking model: ModelEntry(task="classification"); data come from trainables.multiview (the
 embedded synthetic multi-view generator, or a manifest of per-view feature files + labels), and
 `evaluate(split)` returns macro-F1, accuracy and per-class F1 instead of HR/NDCG (the spec's
 tuning metric is val_macro_f1).
@@ -10,7 +10,7 @@ Model, for V >= 2 views x_1..x_V:
     g   = sigmoid(W_g [e_1; ...; e_V] + b_g)            gates, [B, V, D]
     f   = sum_v g_v * e_v / sum_v g_v                   gated fusion, [B, D]
     logits = head(f)                                    [B, C]
-Losses (tuner.losses):
+Losses (trainables.losses):
     cls          classification: ce (NLL of the softmax), bce (one-vs-rest) or focal (gamma),
                  optionally class-weighted (balanced: w_c = n / (C n_c); sqrt: its square root)
     contrastive  InfoNCE between the projections P_v(e_v), averaged over view pairs
@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuner import losses
-from tuner import metrics as M
-from tuner.config import bounded, choice
-from tuner.errors import TunerError
-from tuner.multiview import MultiViewData, classification_metrics
+from trainables import losses
+from trainables import metrics as M
+from trainables.config import bounded, choice
+from trainables.errors import TunerError
+from trainables.multiview import MultiViewData, classification_metrics
 from trainables.loop import Recipe, adam
 from trainables.schedules import WEIGHTINGS, LossWeighter, ramp
 
@@ -85,7 +85,7 @@ def metric_names(ks) -> list[str]:
 
 
 def load_data(spec) -> MultiViewData:
-    from tuner.multiview import dataset_for
+    from trainables.multiview import dataset_for
 
     return dataset_for(spec)
 
@@ -117,7 +117,7 @@ class FusionRecipe(Recipe):
     def __init__(self, cfg: Config, data: MultiViewData, device: torch.device):
         super().__init__(cfg, data, device)
         if not isinstance(data, MultiViewData):
-            raise TunerError("model fusion_classifier needs multi-view classification data (tuner.multiview)")
+            raise TunerError("model fusion_classifier needs multi-view classification data (trainables.multiview)")
         self.model = GatedFusion(cfg, data.view_dims, data.n_classes).to(device)
         self.optimizer = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.tensors = {s: ([torch.as_tensor(x, device=device) for x in xs], torch.as_tensor(y, device=device))

@@ -3,7 +3,7 @@
 A model module provides a frozen `Config` and a `Recipe` (model + optimizer + how to train one
 epoch + how to score all items for a block of users). `fit` runs epochs, evaluates on the
 validation split after each, and hands metrics and a checkpointable state to `report`; the Ray
-trainable (trainables/ray_trainable.py) turns that into `tune.report(..., checkpoint=...)`.
+trainable (tuner/trainable.py) turns that into `tune.report(..., checkpoint=...)`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from tuner import metrics as M
-from tuner.data import Dataset
+from trainables import metrics as M
+from trainables.data import Dataset
 
 
 def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:

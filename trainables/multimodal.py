@@ -11,17 +11,17 @@ Model
     score:   s(u, i) = <h_u, v_i> + b_i, over the whole catalogue at evaluation (the default
              full-ranking Recipe.evaluate: HR/NDCG/MRR@K with seen items masked).
     Training examples are all training interactions but each user's first, each predicted from
-    the items before it. Rec loss: any tuner.losses ranking loss; "ce" is the full softmax over
+    the items before it. Rec loss: any trainables.losses ranking loss; "ce" is the full softmax over
     the catalogue, the sampled ones (seed 002: "bpr") draw `n_negatives` uniform items per positive.
 
 Auxiliary losses, on the step's "aux items": its target items plus as many uniform items,
 deduplicated. Each has an alpha per phase (trainables.schedules.PhaseSchedule, with a linear
 warmup ramp); total = rec + alpha_recon * recon + alpha_causal * causal + alpha_diversity * diversity.
 - reconstruction: a decoder (Linear dim -> F; the only parameters this term trains) maps v_i back
-  to f_i; tuner.losses.reconstruction with `recon_loss` (auto: bce for 0/1 features, else mse).
+  to f_i; trainables.losses.reconstruction with `recon_loss` (auto: bce for 0/1 features, else mse).
 - causal (popularity deconfounding): the causal module is a linear popularity probe p(v) = w.v + b
   (trained only by this term). The term is rho^2, the squared Pearson correlation between p(v_i)
-  and log(1 + training count of i) over the aux items (tuner.losses.squared_correlation), in
+  and log(1 + training count of i) over the aux items (trainables.losses.squared_correlation), in
   [0, 1]. A gradient reversal on w makes the probe *maximise* rho^2 (it finds the direction of
   the item vectors most correlated with log popularity) while the item representation
   minimises it: at equilibrium no linear read-out of v predicts popularity, which the model can
@@ -52,11 +52,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuner import losses
-from tuner import metrics as M
-from tuner.config import bounded, choice
-from tuner.data import Dataset
-from tuner.errors import TunerError
+from trainables import losses
+from trainables import metrics as M
+from trainables.config import bounded, choice
+from trainables.data import Dataset
+from trainables.errors import TunerError
 from trainables.loop import Recipe, adam
 from trainables.schedules import PhaseSchedule
 
@@ -112,8 +112,8 @@ def schedule(cfg: Config) -> PhaseSchedule:
 
 
 def load_data(spec) -> Dataset:
-    """tuner.data.dataset_for, insisting on item features (the content modality)."""
-    from tuner.data import dataset_for
+    """trainables.datasets.dataset_for, insisting on item features (the content modality)."""
+    from trainables.datasets import dataset_for
 
     data = dataset_for(spec)
     if data.item_features is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 
 SAMPLERS = ("uniform", "popularity", "mixed")
 

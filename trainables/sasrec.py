@@ -7,11 +7,11 @@ SASRec.pytorch): the state at position t scores candidates for item t+1 through 
 Knobs (Config; every default below is the only default):
 - architecture: maxlen, hidden_units, num_blocks, num_heads, dropout, norm_first
   (pre-LN: x + f(LN(x)) with a final LayerNorm; post-LN: LN(x + f(x)), the original Transformer);
-- loss (tuner.losses.RANKING_LOSSES):
+- loss (trainables.losses.RANKING_LOSSES):
     bce / bpr / sampled_softmax: `num_negatives` sampled negatives per position;
     gbce: gSASRec's generalised BCE with calibration `gbce_t` (beta from gbce_beta);
     ce: full softmax over the catalogue at non-padded positions, computed block by block on the
-        similarity head's factors (tuner.losses.linear_ce): the [positions x N] logits never exist;
+        similarity head's factors (trainables.losses.linear_ce): the [positions x N] logits never exist;
     infonce: softmax over the batch's distinct target items (in-batch negatives), optional
         logQ correction (`logq_correction`) with log training frequency;
 - negatives (sampled losses): sampler uniform | popularity | mixed, pop_power, popular_ratio,
@@ -50,11 +50,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner import metrics as M
-from tuner.config import bounded, choice
-from tuner.data import Dataset
-from tuner.errors import TunerError
-from tuner.losses import RANKING_LOSSES, gbce_beta, get_ranking_loss
+from trainables import metrics as M
+from trainables.config import bounded, choice
+from trainables.data import Dataset
+from trainables.errors import TunerError
+from trainables.losses import RANKING_LOSSES, gbce_beta, get_ranking_loss
 from trainables.loop import Recipe, adam
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.similarity import SIMILARITIES, make_similarity

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 
 SIMILARITIES = ("dot", "cosine", "scaled_dot", "bilinear", "adaptive")
 EPS = 1e-8

@@ -14,7 +14,7 @@
   Initial s `logit_scale`: seed 000 recommends 10 ("5-20"), seed 001 went back to 1.0.
   The current s is reported every epoch (extra_metrics: logit_scale).
 
-Losses (tuner.losses.RANKING_LOSSES): bce with `neg_ratio` sampled negatives per positive
+Losses (trainables.losses.RANKING_LOSSES): bce with `neg_ratio` sampled negatives per positive
 (seed 001: 1 -> 5), bpr, sampled_softmax (both also with neg_ratio negatives), and infonce:
 softmax against the batch's other positives (in-batch negatives), with `logq_correction`
 subtracting each candidate's log training frequency. Negatives come from trainables/negatives.py.
@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner.config import bounded, choice
-from tuner.data import Dataset
-from tuner.errors import TunerError
-from tuner.losses import RANKING_LOSSES, get_ranking_loss
+from trainables.config import bounded, choice
+from trainables.data import Dataset
+from trainables.errors import TunerError
+from trainables.losses import RANKING_LOSSES, get_ranking_loss
 from trainables.loop import Recipe, adam
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.sasrec import left_padded

@@ -10,7 +10,7 @@ import os
 import tempfile
 import urllib.parse
 
-from tuner.errors import excerpt, redact
+from trainables.errors import excerpt, redact
 
 # MLflow's tracking stores: REST servers, SQLAlchemy databases, local folders, Databricks
 URI_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc")

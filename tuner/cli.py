@@ -11,8 +11,8 @@ import os
 import sys
 from typing import Any, Sequence
 
-from tuner import yamlio
-from tuner.errors import TunerError, clamp, excerpt
+from trainables import yamlio
+from trainables.errors import TunerError, clamp, excerpt
 
 MAX_SET_VALUE = 64 * 1024  # a --set value is a word or a short list; the spec file has its own cap
 
@@ -154,7 +154,7 @@ def cmd_show(args) -> int:
 def _show(spec, label: str) -> int:
     import dataclasses
 
-    from tuner import config as cfgmod
+    from trainables import config as cfgmod
 
     entry = spec.model_entry()
     print(f"# {label}: model {spec.model} ({entry.config_cls.__module__}.Config)")
@@ -188,7 +188,7 @@ def cmd_ui(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from analysis.analyze import analyze, render
+    from tuner.analyze import analyze, render
 
     print(render(analyze(args.run, tracking_uri=args.tracking_uri, out_dir=args.out)))
     return 0

@@ -17,7 +17,7 @@ import socket
 import threading
 from typing import Any
 
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 
 # Read by ray._private.ray_constants at import: Ray then resolves this node's IP to 127.0.0.1 and its
 # gRPC servers listen on loopback only. Only for the local case; set again in start() either way.

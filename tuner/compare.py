@@ -29,11 +29,11 @@ from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from analysis.stats import Row, compare, markdown_table
-from trainables.ray_trainable import train as train_one
+from tuner.trainable import train as train_one
 from tuner import checkpoints
 from tuner import spec as specmod
 from tuner import finish, progress, recover, sweep, tracking
-from tuner.errors import TunerError, where
+from trainables.errors import TunerError, where
 from tuner.spec import Spec
 
 DEFAULT_METRICS = ("test_ndcg_10", "test_hr_10")
@@ -71,7 +71,7 @@ def _fixed(spec: Spec) -> Spec:
 
 
 def load_claim(path: str, smoke: bool = False) -> Claim:
-    from tuner import yamlio
+    from trainables import yamlio
 
     raw = yamlio.parse_text(yamlio.read_text(path, what="claim file"), path)  # the spec files' strict reader
     allowed = {"claim", "spec", "a", "b", "seeds", "metrics"}

@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 from mlflow.entities import Metric, Param, RunTag
 
-from analysis.importance import MIN_COMPLETE_TRIALS, importance
+from tuner.importance import MIN_COMPLETE_TRIALS, importance
 from analysis.report import write_report
 from trainables import loop
 from tuner import checkpoints, outcome
 from tuner import spec as specmod
-from tuner.data import Dataset
+from trainables.data import Dataset
 from tuner.provenance import SWEEP_STATUS
 from tuner.spec import Spec
 

@@ -30,12 +30,12 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from analysis.diagnose import DiagnoseConfig
-from tuner import config as cfgmod
-from tuner import yamlio
+from trainables import config as cfgmod
+from trainables import yamlio
 from tuner.checks import describe_uri, uri_problem
-from tuner.config import bounded, text
-from tuner.errors import TunerError, excerpt, where
-from tuner.metrics import EVAL_BATCH_USERS
+from trainables.config import bounded, text
+from trainables.errors import TunerError, excerpt, where
+from trainables.metrics import EVAL_BATCH_USERS
 
 # Upper bounds: each a generous multiple of any real use, low enough that a typo (1e23 samples,
 # a billion items) fails here, in one line, instead of as a MemoryError or a hang after Ray started.
@@ -55,7 +55,7 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """Size and seed of the embedded generator (tuner.synthetic documents the planted truth)."""
+    """Size and seed of the embedded generator (trainables.synthetic documents the planted truth)."""
 
     n_users: int = bounded(3000, low=10, high=1_000_000)
     n_items: int = bounded(1000, low=20, high=1_000_000)

@@ -28,15 +28,15 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from analysis.diagnose import PathologyStopper
-from trainables.ray_trainable import train
+from tuner.stopper import PathologyStopper
+from tuner.trainable import train
 from tuner import cluster
-from tuner import metrics as M
+from trainables import metrics as M
 from tuner import finish, outcome, progress, provenance, recover
 from tuner import spec as specmod
 from tuner import tracking
-from tuner.data import Dataset
-from tuner.errors import TunerError
+from trainables.data import Dataset
+from trainables.errors import TunerError
 from tuner.schedulers import PauseAwareLimiter, PromotionASHA
 from tuner.searcher import PrunedAwareOptunaSearch
 from tuner.space import define_by_run

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 
-from tuner import yamlio
-from tuner.errors import TunerError
+from trainables import yamlio
+from trainables.errors import TunerError
 
 # key -> accepted types; what resume and ui read without a default
 REQUIRED = {"spec_path": str, "output": str, "tracking_uri": str, "experiment_id": (str, int),

@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any, Iterable, Mapping
 
-from tuner.errors import TunerError, redact  # noqa: F401  (redact: cli.py prints URIs without importing mlflow)
+from trainables.errors import TunerError, redact  # noqa: F401  (redact: cli.py prints URIs without importing mlflow)
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag

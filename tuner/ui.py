@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 
-from tuner.errors import TunerError, redact
+from trainables.errors import TunerError, redact
 from tuner.sweepdir import read_sweep_meta
 
 READY_TIMEOUT_S = 600.0  # a loaded 2-core machine took minutes to answer

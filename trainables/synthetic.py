@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner.data import Dataset, from_sequences
+from trainables.data import Dataset, from_sequences
 
 
 def generate(

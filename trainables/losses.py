@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 
 
 def bpr(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

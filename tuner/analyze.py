@@ -18,10 +18,10 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from analysis.diagnose import DiagnoseConfig, first_diagnosis
-from analysis.importance import MIN_COMPLETE_TRIALS, Importances, importance
+from tuner.importance import MIN_COMPLETE_TRIALS, Importances, importance
 from analysis.report import write_report
 from tuner import termtable, tracking
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 
 HISTORY_KEYS = ("train_loss", "logit_bound", "logit_scale", "grad_ratio")
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from tuner.data import Split
+from trainables.data import Split
 
 # score_fn(start, stop) -> float scores [stop - start, N] for users start..stop-1
 ScoreFn = Callable[[int, int], torch.Tensor]

@@ -19,7 +19,7 @@ from ray import tune
 from trainables import get_model
 from trainables.loop import fit
 from tuner import checkpoints
-from tuner import metrics as M
+from trainables import metrics as M
 
 STATE_FILE = checkpoints.STATE_FILE
 log = logging.getLogger(__name__)

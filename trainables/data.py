@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from tuner.errors import TunerError, excerpt
+from trainables.errors import TunerError, excerpt
 
 FORMATS = ("auto", "pairs", "sequences", "csv", "tsv", "inter")
 
@@ -314,30 +314,6 @@ def load_item_attributes(path: str, data: Dataset) -> np.ndarray:
     out = np.zeros((data.n_items, max(1, len(attr_index))), dtype=np.float32)
     out[rows, cols] = 1.0
     return out
-
-
-def dataset_for(spec) -> Dataset:
-    """The dataset a spec names: the synthetic generator or a file (+ optional attributes)."""
-    if spec.data.source == "synthetic":
-        from tuner import synthetic
-
-        s = spec.data.synthetic
-        return synthetic.generate(s.n_users, s.n_items, s.mean_length, s.seed)
-    data = load(spec.data_path, spec.data.format)
-    if spec.data.item_attributes:
-        from dataclasses import replace
-
-        path = spec.data.item_attributes
-        if not os.path.isabs(path):
-            path = os.path.join(os.path.dirname(os.path.abspath(spec.path)), path)
-        data = replace(data, item_features=load_item_attributes(path, data))
-    if spec.data.smoke_users:
-        import sys
-
-        total = data.n_users
-        data = user_slice(data, spec.data.smoke_users, spec.search.seed)
-        print(f"smoke test: {data.n_users} of {total} users of {spec.data_path}", file=sys.stderr)
-    return data
 
 
 def user_slice(data: Dataset, n: int, seed: int) -> Dataset:

@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Callable, Literal, Mapping
 
-from tuner.errors import TunerError, excerpt, where
+from trainables.errors import TunerError, excerpt, where
 
 # Maps a dotted key ("space.lr.low") to its line in the YAML file, when known.
 LineOf = Callable[[str], "int | None"]

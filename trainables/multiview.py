@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tuner.errors import TunerError
+from trainables.errors import TunerError
 
 SPLITS = ("train", "valid", "test")
 
@@ -276,11 +276,11 @@ def load(path: str, seed: int = 0) -> MultiViewData:
     """
     if not os.path.isfile(path):
         raise TunerError(f"{path}: no such manifest file")
-    from tuner import yamlio
+    from trainables import yamlio
 
     raw = yamlio.parse_text(yamlio.read_text(path, what="multi-view manifest"), path)  # strict, as spec files
     if not isinstance(raw, dict):
-        raise TunerError(f"{path}: a multi-view manifest is a mapping with 'views' and 'labels' (see tuner.multiview)")
+        raise TunerError(f"{path}: a multi-view manifest is a mapping with 'views' and 'labels' (see trainables.multiview)")
     for k in raw:
         if k not in _MANIFEST_KEYS:
             raise TunerError(f"{path}: {k}: unknown key; valid keys: {', '.join(_MANIFEST_KEYS)}")

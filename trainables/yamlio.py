@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tuner.errors import TunerError, excerpt, where
+from trainables.errors import TunerError, excerpt, where
 
 MAX_SPEC_BYTES = 1024 * 1024  # a spec is a page of text; more is a mistake (or a device file)
 MAX_DEPTH = 64  # nesting levels; a real spec uses 4
