@@ -161,6 +161,6 @@ def test_nan_loss_ends_the_trial(data, monkeypatch):
 
 def test_search_space_validates():
     spec = specmod.load("search_spaces/fusion_classifier.yaml")
-    assert spec.metric.name == "val_macro_f1" and spec.model_entry().task == "classification"
+    assert spec.metric.name == "val_macro_f1" and not spec.model_entry().ranking
     enc = next(p for p in spec.space if p.name == "encoder_weight")
     assert (enc.low, enc.high) == (0.01, 0.1)

@@ -22,9 +22,11 @@ class ModelEntry:
     config_cls: type
     recipe: type  # a trainables.loop.Recipe subclass
     validate: Callable[[Any], None] | None = None  # cross-field checks on a built config
-    task: str = "ranking"  # "ranking": full-catalogue HR/NDCG/MRR; other tasks override metrics/load_data
+    # Ranking (full-catalogue HR/NDCG/MRR against a popularity baseline) is the default; another
+    # task (fusion_classifier: classification) brings its own metric names, data and no baseline.
     metrics: Callable[[tuple[int, ...]], list[str]] | None = None  # reported metric names; default ranking
     load_data: Callable[[Any], Any] | None = None  # spec -> dataset; default trainables.datasets.dataset_for
+    ranking: bool = True  # has a popularity baseline and hr/ndcg@k headline metrics
 
     def metric_names(self, ks: tuple[int, ...]) -> list[str]:
         if self.metrics is not None:
@@ -32,6 +34,19 @@ class ModelEntry:
         from trainables.metrics import metric_names
 
         return metric_names(ks, "val_") + ["train_loss"]
+
+    def headline(self, ks: tuple[int, ...]) -> list[str] | None:
+        """Metric names (without val_/test_) a summary line shows; None: every metric but per-class ones."""
+        return [f"{m}_{k}" for k in ks for m in ("hr", "ndcg")] if self.ranking else None
+
+    def baseline(self, data: Any, ks: tuple[int, ...]) -> dict[str, dict[str, float]]:
+        """{"valid": metrics, "test": metrics} of the popularity baseline; {} for tasks without one."""
+        if not self.ranking:
+            return {}
+        from trainables.metrics import popularity
+
+        counts = data.train_counts()
+        return {s: popularity(counts, data.split(s), ks) for s in ("valid", "test")}
 
     def dataset(self, spec) -> Any:
         if self.load_data is not None:
@@ -52,7 +67,7 @@ MODELS: dict[str, ModelEntry] = {
     "multimodal": ModelEntry("multimodal", multimodal.Config, multimodal.MultimodalRecipe,
                              validate=multimodal.validate, load_data=multimodal.load_data),
     "fusion_classifier": ModelEntry("fusion_classifier", fusion_classifier.Config, fusion_classifier.FusionRecipe,
-                                    validate=fusion_classifier.validate, task="classification",
+                                    validate=fusion_classifier.validate, ranking=False,
                                     metrics=fusion_classifier.metric_names, load_data=fusion_classifier.load_data),
     "two_tower": ModelEntry("two_tower", two_tower.Config, two_tower.TwoTowerRecipe, validate=two_tower.validate),
     "sasrec": ModelEntry("sasrec", sasrec.Config, sasrec.SASRecRecipe, validate=sasrec.validate),

@@ -1,6 +1,6 @@
 """Gated multi-view fusion classifier (seed 004): classification + contrastive + encoder losses.
 
-Not a ranking model: ModelEntry(task="classification"); data come from trainables.multiview (the
+Not a ranking model: ModelEntry(ranking=False); data come from trainables.multiview (the
 embedded synthetic multi-view generator, or a manifest of per-view feature files + labels), and
 `evaluate(split)` returns macro-F1, accuracy and per-class F1 instead of HR/NDCG (the spec's
 tuning metric is val_macro_f1).

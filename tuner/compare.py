@@ -108,8 +108,7 @@ def from_specs(a_path: str, b_path: str | None, seeds: int, b_overrides: Mapping
     b_name = os.path.splitext(os.path.basename(b_path))[0] if b_path else \
         " ".join(f"{k}={v}" for k, v in (b_overrides or {}).items())
     metrics = (f"test_{a.metric.name.removeprefix('val_')}",)  # the spec's tuning metric, on test
-    if a.model_entry().task == "ranking":
-        metrics += ("test_hr_10",)
+    metrics += tuple(f"test_{m}" for m in (a.model_entry().headline((10,)) or [])[:1])  # hr_10 for ranking
     return Claim(a_path, "", Variant(os.path.splitext(os.path.basename(a_path))[0], _fixed(a)),
                  Variant(b_name or "B", _fixed(b)), 2 if smoke else seeds, tuple(dict.fromkeys(metrics)))
 

@@ -133,8 +133,9 @@ def render(spec, res, top: int = 5) -> str:
     lines.append(textwrap.fill(f"best config: {json.dumps(shown, default=str)}", termtable.WIDTH,
                                initial_indent="\n", subsequent_indent="  "))
     ks = spec.eval.ks
-    if spec.model_entry().task == "ranking":
-        fmt_row = lambda d: "  ".join(f"{b}@{k} {d.get(f'{b}_{k}', float('nan')):.4f}" for k in ks for b in ("hr", "ndcg"))
+    shown = spec.model_entry().headline(ks)  # hr_10, ndcg_10, ... for ranking; None: all but per-class
+    if shown:
+        fmt_row = lambda d: "  ".join(f"{k.replace('_', '@')} {d.get(k, float('nan')):.4f}" for k in shown)
     else:  # e.g. classification: macro_f1, accuracy, ...
         fmt_row = lambda d: "  ".join(f"{k} {v:.4f}" for k, v in d.items() if k != "epoch" and not k.startswith("f1_class"))
     lines.append(f"best validation (epoch {int(res.best_val.get('epoch', 0))}): "

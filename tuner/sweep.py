@@ -31,7 +31,6 @@ from ray.tune.search import ConcurrencyLimiter
 from tuner.stopper import PathologyStopper
 from tuner.trainable import train
 from tuner import cluster
-from trainables import metrics as M
 from tuner import finish, outcome, progress, provenance, recover
 from tuner import spec as specmod
 from tuner import tracking
@@ -73,11 +72,6 @@ class EpochsOf:
 
 def epochs_counter(spec: Spec) -> EpochsOf:
     return EpochsOf(spec)
-
-
-def baseline(data: Dataset, ks) -> dict[str, dict[str, float]]:
-    counts = data.train_counts()
-    return {s: M.popularity(counts, data.split(s), ks) for s in ("valid", "test")}
 
 
 def start_ray(spec: Spec, address: str | None, verbose: int) -> None:
@@ -157,7 +151,7 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     entry = spec.model_entry()
     data = data if data is not None else entry.dataset(spec)
     searched = tuple(p.name for p in spec.space)
-    base = baseline(data, spec.eval.ks) if entry.task == "ranking" else {}
+    base = entry.baseline(data, spec.eval.ks)
     uri = spec.tracking.uri or tracking.default_uri(output)
     tracking.check_reachable(uri)  # before anything is written
     progress.quiet_libraries()
@@ -239,7 +233,7 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1) -> t
     t_start = time.time()
     entry = spec.model_entry()
     data = entry.dataset(spec)
-    base = baseline(data, spec.eval.ks) if entry.task == "ranking" else {}
+    base = entry.baseline(data, spec.eval.ks)
     uri = meta["tracking_uri"]
     progress.quiet_libraries()
     progress.ray_verbosity(verbose)  # the restored RunConfig keeps its own verbose; this picks the engine
