@@ -25,27 +25,32 @@ from trainables.data import Dataset
 from trainables.errors import TunerError
 from trainables.losses import LOSSES, get_loss
 from trainables import kernels
-from trainables.loop import LazyAdam, Recipe, adam
+from trainables.loop import LazyAdam, RankingRecipe, adam
+from trainables.train_config import TrainConfig
 
 OPTIMIZERS = {"adam": adam, "sparse_adam": LazyAdam}  # name -> (params, lr=) -> optimizer
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(TrainConfig):
     loss: str = choice("bpr", LOSSES, "bpr | bce | sampled_softmax | ce (full softmax over items)")
     dim: int = bounded(64, low=1)
+    # embedding tables only, no deep layers: a larger step and batch than the base (the defaults
+    # bpr_mf has always had; search_spaces/bpr.yaml and the README's BPR results assume them)
     lr: float = bounded(5.0e-3, low=0.0)
-    weight_decay: float = bounded(0.0, low=0.0)
     batch_size: int = bounded(1024, low=1)
-    epochs: int = bounded(20, low=1)
+    # weight_decay here is the classic BPR L2 penalty on the rows a batch touches, added to the
+    # loss (see the module doc), not Adam's: the base field, read by train_epoch
     n_negatives: int = bounded(1, low=1, doc="negatives per positive (sampled losses only)")
     optimizer: str = choice("adam", OPTIMIZERS, "adam (whole tables per step) | sparse_adam (lazy: touched rows only)")
-    seed: int = 0
 
 
 def validate(cfg: Config) -> None:
     if cfg.optimizer == "sparse_adam" and get_loss(cfg.loss).kind == "full":
         raise TunerError(f"optimizer: sparse_adam needs a sampled loss; loss {cfg.loss} gives every item row a gradient")
+    if cfg.optimizer == "sparse_adam" and cfg.grad_clip > 0:
+        # lazy Adam updates row by row from sparse gradients (on the CPU inside one C call): no total norm to clip
+        raise TunerError("grad_clip: needs optimizer adam; sparse_adam does not clip")
 
 
 class MF(nn.Module):
@@ -125,7 +130,7 @@ class FusedLazyAdam:
                               *[x.data_ptr() for x in (self.slots[0], self.slots[1], *self.work[(b, k)])])
 
 
-class BPRMFRecipe(Recipe):
+class BPRMFRecipe(RankingRecipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
         self.loss = get_loss(cfg.loss)
