@@ -176,6 +176,18 @@ def evaluate(recipe: Recipe, split: str, ks=(10, 20), batch_users: int = M.EVAL_
         recipe.model.train()
 
 
+def global_rng(device: torch.device) -> torch.Tensor:
+    """The state of torch's global generator on `device` (what dropout draws from): a uint8 tensor."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def set_global_rng(state: torch.Tensor, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state.cpu(), device)
+    else:
+        torch.set_rng_state(state.cpu())
+
+
 def fit(
     entry,
     config: Mapping[str, Any],
@@ -191,7 +203,9 @@ def fit(
 
     get_state() returns the live training state (copy it to keep it beyond the report).
 
-    `state` (from a checkpoint) resumes after its epoch with the same RNG stream.
+    `state` (from a checkpoint) resumes after its epoch with the same RNG streams: the epoch
+    generator's (shuffles, negatives) and torch's global one (dropout), so a resumed run matches an
+    uninterrupted one exactly (tests/test_model_contract.py).
     """
     device = torch.device(device)
     cfg = entry.make_config(config)
@@ -203,6 +217,8 @@ def fit(
     if state is not None:
         recipe.load_state_dict(state)
         gen.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
+        if "torch_rng" in state:  # absent from checkpoints written before it was saved
+            set_global_rng(state["torch_rng"], device)
         start = int(state["epoch"])
     for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -218,7 +234,7 @@ def fit(
         def get_state(epoch=epoch):
             # the live tensors, not a copy (the Ray trainable serialises them at once): a caller
             # that keeps a state past this report must copy it, as later epochs update it in place
-            return {**recipe.state_dict(), "epoch": epoch, "rng": gen.get_state()}
+            return {**recipe.state_dict(), "epoch": epoch, "rng": gen.get_state(), "torch_rng": global_rng(device)}
 
         report(out, get_state)
     return recipe
