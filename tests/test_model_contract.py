@@ -16,6 +16,7 @@ import torch
 
 from helpers import torch_threads, write
 from trainables import MODELS
+from trainables.errors import TunerError
 from trainables.loop import RankingRecipe, Recipe, evaluate, fit
 from trainables.train_config import TrainConfig
 from tuner import checkpoints
@@ -143,3 +144,25 @@ def test_ranking_models_score_every_user_and_the_others_do_not_pretend(name, dat
         scores = recipe.score_users(split, 0, data.n_users)
         assert scores.shape == (data.n_users, data.n_items)
         assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_steps_through_the_shared_optimize(name, datasets, monkeypatch):
+    """grad_clip (a base knob) clips every model's steps: Recipe.optimize is the one step."""
+    entry, data = MODELS[name], datasets[name]
+    calls = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, c: calls.append(c) or real(params, c))
+    for clip in (0.0, 0.5):
+        calls.clear()
+        recipe = entry.recipe(entry.make_config({**config(name), "grad_clip": clip}), data, torch.device("cpu"))
+        steps = []
+        monkeypatch.setattr(recipe, "update", lambda: steps.append(1) or type(recipe).update(recipe))
+        recipe.train_epoch(1, torch.Generator().manual_seed(0))
+        assert steps, "train_epoch stepped without Recipe.optimize"
+        assert calls == ([0.5] * len(steps) if clip else [])
+
+
+def test_bpr_mf_refuses_grad_clip_with_lazy_adam():
+    with pytest.raises(TunerError, match="grad_clip: needs optimizer adam"):
+        MODELS["bpr_mf"].make_config({"optimizer": "sparse_adam", "grad_clip": 1.0})

@@ -141,6 +141,7 @@ class BPRMFRecipe(RankingRecipe):
         self.items = torch.tensor(data.train_items, device=device)  # [nnz] (a copy: Ray hands read-only arrays)
         lib = kernels.load() if sparse and device.type == "cpu" else None
         self.fused = FusedLazyAdam(lib, self.model, self.optimizer) if lib is not None else None
+        self.pending = None  # fused path: the batch whose score gradients update() applies
         if self.fused is not None and len(self.users) and (self.users.max() >= data.n_users or self.items.max() >= data.n_items):
             raise ValueError("bpr_mf: interaction ids outside the tables (the C kernel does not check bounds)")
 
@@ -173,13 +174,22 @@ class BPRMFRecipe(RankingRecipe):
         return {"train_loss": (total / max(steps, 1)).item()}
 
     def fused_step(self, users: torch.Tensor, items: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
-        """optimize() for sparse_adam on the CPU: users [B], items [B, 1+K] (positive first)."""
+        """optimize() for sparse_adam on the CPU: users [B], items [B, 1+K] (positive first).
+
+        The scores are autograd leaves, so optimize's backward leaves dLoss/dscores in their .grad
+        (the tables get none); `update` hands them to the C kernel instead of LazyAdam.step."""
         pos, neg, sq = self.fused.scores(users, items)  # [B], [B, K]
         l2 = self.cfg.weight_decay / users.shape[0]
         loss = self.loss.fn(pos, neg) + l2 * sq
-        self.check_finite(loss, epoch, step)
-        self.fused.step(users, items, *torch.autograd.grad(loss, (pos, neg)), l2)
-        return loss.detach()
+        self.pending = (users, items, pos, neg, l2)
+        return self.optimize(loss, epoch, step)
+
+    def update(self) -> None:
+        if self.pending is None:
+            return super().update()
+        users, items, pos, neg, l2 = self.pending
+        self.pending = None
+        self.fused.step(users, items, pos.grad, neg.grad, l2)
 
     @torch.no_grad()
     def score_users(self, split: str, start: int, stop: int) -> torch.Tensor:

@@ -134,7 +134,7 @@ class Recipe:
 
         Non-finite check (NonFiniteLoss names epoch and step), fresh gradients, backward,
         `inspect()` (a recipe reading the gradients before clipping, e.g. their norm), clipping to
-        cfg.grad_clip (total L2 norm over the model's parameters) when it is > 0, optimiser step.
+        cfg.grad_clip (total L2 norm over the model's parameters) when it is > 0, then `update()`.
         """
         self.check_finite(loss, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
@@ -144,8 +144,12 @@ class Recipe:
         if self.cfg.grad_clip > 0:
             # parameters without a gradient (frozen, or untouched this step) are skipped
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
+        self.update()
         return loss.detach()
+
+    def update(self) -> None:
+        """Apply the gradients backward left: the optimiser's step (bpr_mf's C kernel overrides it)."""
+        self.optimizer.step()
 
     @staticmethod
     def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
