@@ -9,7 +9,7 @@ Model
              or W_u of a SASRec-style transformer over them (positional embeddings, padding
              masked) read at the most recent item (encoder: transformer).
     score:   s(u, i) = <h_u, v_i> + b_i, over the whole catalogue at evaluation (the default
-             full-ranking Recipe.evaluate: HR/NDCG/MRR@K with seen items masked).
+             full-ranking RankingRecipe.evaluate: HR/NDCG/MRR@K with seen items masked).
     Training examples are all training interactions but each user's first, each predicted from
     the items before it. Rec loss: any trainables.losses ranking loss; "ce" is the full softmax over
     the catalogue, the sampled ones (seed 002: "bpr") draw `n_negatives` uniform items per positive.
@@ -57,7 +57,8 @@ from trainables import metrics as M
 from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
-from trainables.loop import Recipe, adam
+from trainables.loop import RankingRecipe, adam
+from trainables.train_config import TrainConfig
 from trainables.schedules import PhaseSchedule
 
 AUX = ("recon", "causal", "diversity")
@@ -65,7 +66,7 @@ GRAD_EVERY = 10  # steps between measurements of the rec:aux gradient ratio
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(TrainConfig):
     loss: str = choice("bpr", losses.LOSSES, "rec loss: bpr | bce | sampled_softmax | ce (full softmax)")
     n_negatives: int = bounded(4, low=1, doc="negatives per positive, sampled losses (seed 002: 4)")
     dim: int = bounded(64, low=1)
@@ -90,12 +91,8 @@ class Config:
     alpha_diversity_p2: float = bounded(0.001, low=0.0)
     alpha_diversity_p3: float = bounded(0.0002, low=0.0)
     warmup_epochs: int = bounded(3, low=0, doc="linear ramp of the auxiliary alphas (seed 002 BPR: 3)")
-    lr: float = bounded(1.0e-3, low=0.0)
-    weight_decay: float = bounded(0.0, low=0.0)
-    grad_clip: float = bounded(0.0, low=0.0, doc="max gradient norm; 0 = no clipping")
-    batch_size: int = bounded(256, low=1)
+    # seed 002's schedule: phases 1-10 / 11-30 / 31-50 (phase1_epochs, phase2_epochs) need 50 epochs
     epochs: int = bounded(50, low=1)
-    seed: int = 0
 
 
 def validate(cfg: Config) -> None:
@@ -221,7 +218,7 @@ def histories(items: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, max
     return idx, valid
 
 
-class MultimodalRecipe(Recipe):
+class MultimodalRecipe(RankingRecipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
         if data.item_features is None:
@@ -287,23 +284,23 @@ class MultimodalRecipe(Recipe):
             terms = self._aux_terms(v_aux, aux_items, alphas)
             aux = sum((alphas[a] * terms[a] for a in AUX if alphas[a] > 0), torch.zeros((), device=dev))
             total = rec + aux
-            self.check_finite(total, epoch, step)
-            self.optimizer.zero_grad(set_to_none=True)
-            measure = step % GRAD_EVERY == 0
-            if measure:
+            probe = step % GRAD_EVERY == 0
+            if probe:  # the rec loss's own gradient on the shared parameters (leaves .grad alone)
                 g_rec = torch.autograd.grad(rec, shared, retain_graph=True, allow_unused=True)
-            total.backward()
-            gnorm = _norm([q.grad for q in params])
-            self.check_finite(gnorm, epoch, step)
-            if measure:
-                rec_g += float(_norm(g_rec))
-                aux_g += float(_norm([None if q.grad is None else q.grad - (g if g is not None else 0)
-                                      for q, g in zip(shared, g_rec)]))
-                probes += 1
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            self.optimizer.step()
-            grad_sum += float(gnorm)
+            norms = []  # [total grad norm, (rec, aux) norms on probe steps], all before clipping
+
+            def measure():
+                norms.append(_norm([q.grad for q in params]))
+                self.check_finite(norms[0], epoch, step)
+                if probe:
+                    norms.append((float(_norm(g_rec)), float(_norm(
+                        [None if q.grad is None else q.grad - (g if g is not None else 0)
+                         for q, g in zip(shared, g_rec)]))))
+
+            self.optimize(total, epoch, step, measure)
+            if probe:
+                rec_g, aux_g, probes = rec_g + norms[1][0], aux_g + norms[1][1], probes + 1
+            grad_sum += float(norms[0])
             for k, v in (("train_loss", total), ("loss_rec", rec), *((f"loss_{a}", terms[a]) for a in AUX)):
                 sums[k] += v.detach()
             steps += 1
