@@ -1,12 +1,19 @@
-"""Load: a 200-trial sweep of a tiny model on this machine, concurrency 2.
+"""Scale: a many-trial sweep of a tiny model, concurrency 2, beside Ray's bare Tuner on the same work.
 
-    python benchmarks/load.py                # 200 trials x 2 epochs
-    python benchmarks/load.py --smoke-test   # 10 trials
+    python benchmarks/load.py                 # 1,000 trials x 2 epochs, each engine in its own process
+    python benchmarks/load.py --trials 200    # shorter
+    python benchmarks/load.py --smoke-test    # 6 trials, nothing written
 
-Reports wall time, Ray overhead per trial (wall time minus the trials' own training+eval time,
-divided by trials, at the given concurrency), and memory: the driver's RSS sampled after every
-trial (flat = no per-trial leak in the driver) and the peak RSS of the trial workers.
-Writes benchmarks/results/load.{json,md}.
+Two engines run the same trainable (tuner/trainable.py: BPR-MF, dim 8, 200 users x 100 items, 2
+epochs) on the same private local Ray, one after the other, each in a fresh Python process:
+- `bare`: `ray.tune.Tuner` with Tune's random search and no callbacks, stopper or searcher of ours
+  (what Ray itself costs);
+- `tuner`: `tuner.sweep.run` (Optuna TPE, the MLflow and progress callbacks, the pathology stopper,
+  trials.csv, summary, test metrics of the best trial).
+A thread in each driver samples its resident memory (VmRSS) and the number of trials started (Tune's
+trial folders) every 0.5 s, so memory is read against trials, not time. Reported per engine:
+trials per minute, the driver's RSS after the first 50 trials and at the end, growth per trial
+after those 50, and the peak. Writes benchmarks/results/load.{json,md}.
 """
 
 from __future__ import annotations
@@ -14,12 +21,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+WARMUP_TRIALS = 50  # the issue's reference point: RSS after the first 50 trials
+BODY = {
+    "name": "load", "model": "bpr_mf", "metric": {"name": "val_ndcg_10", "mode": "max"},
+    "data": {"synthetic": {"n_users": 200, "n_items": 100, "mean_length": 10, "seed": 0}},
+    "fixed": {"epochs": 2, "dim": 8},
+    "space": {"lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-1, "log": True}},
+    "search": {"concurrency": 2, "seed": 0},
+    "scheduler": {"type": "fifo"},
+    "run": {"checkpoints_to_keep": 1},
+}
 
 
 def rss_mb() -> float:
@@ -30,79 +51,139 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=200)
-    ap.add_argument("--smoke-test", action="store_true")
-    args = ap.parse_args(argv)
-    n = 10 if args.smoke_test else args.trials
+class Sampler(threading.Thread):
+    """(seconds, RSS MB, trials started) every 0.5 s; trials started = Tune's trial folders."""
 
+    def __init__(self, exp_dir_of):
+        super().__init__(daemon=True)
+        self.exp_dir_of, self.rows, self.done, self.t0 = exp_dir_of, [], threading.Event(), time.time()
+
+    def started(self) -> int:
+        d = self.exp_dir_of()
+        if not d or not os.path.isdir(d):
+            return 0
+        return sum(1 for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.rows.append((time.time() - self.t0, rss_mb(), self.started()))
+            self.done.wait(0.5)
+
+
+def spec_for(n: int, out: str):
     import yaml
-    from tuner import spec as specmod
-    from tuner import cluster, sweep
 
-    out = tempfile.mkdtemp()
-    body = {
-        "name": "load", "model": "bpr_mf",
-        "data": {"synthetic": {"n_users": 200, "n_items": 100, "mean_length": 10, "seed": 0}},
-        "fixed": {"epochs": 2, "dim": 8},
-        "space": {"lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-1, "log": True}},
-        "search": {"samples": n, "concurrency": 2, "seed": 0},
-        "scheduler": {"type": "fifo"},
-        "run": {"checkpoints_to_keep": 1},
-    }
+    from tuner import spec as specmod
+
     path = os.path.join(out, "load.yaml")
     with open(path, "w") as fh:
-        yaml.safe_dump(body, fh)
-    spec = specmod.load(path)
+        yaml.safe_dump({**BODY, "search": {**BODY["search"], "samples": n}}, fh)
+    return specmod.load(path)
 
-    samples: list[tuple[float, float]] = []  # (seconds since start, driver RSS MB)
-    stop = threading.Event()
-    t0 = time.time()
 
-    def sample():
-        while not stop.is_set():
-            samples.append((time.time() - t0, rss_mb()))
-            stop.wait(1.0)
+def engine_bare(n: int, out: str) -> Sampler:
+    from ray import tune
 
+    from tuner.trainable import train
+
+    spec = spec_for(n, out)
+    data = spec.model_entry().dataset(spec)
+    storage = os.path.join(out, "bare")
+    sampler = Sampler(lambda: os.path.join(storage, "bare"))
+    sampler.start()
+    tune.Tuner(
+        tune.with_resources(tune.with_parameters(train, data=data, model="bpr_mf", ks=(10, 20)), {"cpu": 1}),
+        param_space={"lr": tune.loguniform(1e-3, 1e-1), "epochs": 2, "dim": 8},
+        tune_config=tune.TuneConfig(num_samples=n, max_concurrent_trials=2, metric="val_ndcg_10", mode="max"),
+        run_config=tune.RunConfig(name="bare", storage_path=storage, verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    ).fit()
+    return sampler
+
+
+def engine_tuner(n: int, out: str) -> Sampler:
+    from tuner import sweep
+
+    spec = spec_for(n, out)
+    runs = os.path.join(out, "runs")
+
+    def exp_dir():  # <runs>/load-<stamp>/ray once the sweep has made it
+        sweeps = [d for d in os.listdir(runs) if d.startswith("load-")] if os.path.isdir(runs) else []
+        return os.path.join(runs, sweeps[0], "ray") if sweeps else None
+
+    sampler = Sampler(exp_dir)
+    sampler.start()
+    sweep.run(spec, output=runs, verbose=0)
+    return sampler
+
+
+def measure(engine: str, n: int) -> dict:
+    """Runs in the engine's own process: one engine, one Ray, then the figures."""
+    from tuner import cluster
+
+    out = tempfile.mkdtemp(prefix=f"load-{engine}-")
     cluster.start(None, 0)
-    t_ray = time.time() - t0
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    t1 = time.time()
-    res = sweep.run(spec, output=os.path.join(out, "runs"), verbose=0)
-    wall = time.time() - t1
-    stop.set()
-    th.join()
-
-    import pandas as pd
-
-    trial_seconds, worker_peak = 0.0, 0.0
-    for f in os.listdir(os.path.join(res.sweep_dir, "ray")):
-        prog = os.path.join(res.sweep_dir, "ray", f, "progress.csv")
-        if os.path.exists(prog):
-            df = pd.read_csv(prog)
-            trial_seconds += float((df["epoch_seconds"] + df["eval_seconds"]).sum())
-            worker_peak = max(worker_peak, float(df["peak_rss_mb"].max()))
-    overhead = (wall - trial_seconds / 2) / n  # concurrency 2: two trials' work overlaps
-    rss = [r for _, r in samples]
-    q = max(1, len(rss) // 4)
-    record = {
-        "trials": n, "concurrency": 2, "cores": os.cpu_count(), "ray_init_seconds": round(t_ray, 1),
+    t0 = time.time()
+    sampler = {"bare": engine_bare, "tuner": engine_tuner}[engine](n, out)
+    wall = time.time() - t0
+    sampler.done.set()
+    sampler.join()
+    rows = sampler.rows
+    warm = next((r for r in rows if r[2] >= WARMUP_TRIALS + 2), rows[len(rows) // 20])  # +2: the two running
+    end = rows[-1]
+    per_trial = (end[1] - warm[1]) / max(n - WARMUP_TRIALS, 1)
+    return {
+        "engine": engine, "trials": n, "concurrency": 2, "cores": os.cpu_count(), "load_avg_start": os.getloadavg()[0],
         "wall_seconds": round(wall, 1), "trials_per_minute": round(60 * n / wall, 1),
-        "trial_compute_seconds": round(trial_seconds, 1),
-        "ray_overhead_seconds_per_trial": round(overhead, 2),
-        "driver_rss_mb_first_quarter": round(sum(rss[:q]) / q, 1),
-        "driver_rss_mb_last_quarter": round(sum(rss[-q:]) / q, 1),
-        "driver_rss_mb_peak": round(max(rss), 1),
-        "worker_peak_rss_mb": round(worker_peak, 1),
-        "statuses": res.table["status"].value_counts().to_dict(),
+        "driver_rss_mb_after_first_50": round(warm[1], 1), "driver_rss_mb_end": round(end[1], 1),
+        "driver_rss_mb_growth_after_50": round(end[1] - warm[1], 1),
+        "driver_rss_mb_per_trial_after_50": round(per_trial, 3),
+        "driver_rss_mb_peak": round(max(r[1] for r in rows), 1),
+        "rss_by_trials": [(r[2], round(r[1], 1)) for r in rows[:: max(1, len(rows) // 40)]],
     }
-    print(json.dumps(record, indent=2))
+
+
+def markdown(records: list[dict]) -> str:
+    lines = ["| engine | trials | trials/min | RSS after 50 (MB) | RSS end (MB) | growth (MB) | MB/trial | peak (MB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['engine']} | {r['trials']} | {r['trials_per_minute']} | {r['driver_rss_mb_after_first_50']} | "
+                     f"{r['driver_rss_mb_end']} | {r['driver_rss_mb_growth_after_50']} | "
+                     f"{r['driver_rss_mb_per_trial_after_50']} | {r['driver_rss_mb_peak']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=1000)
+    ap.add_argument("--engines", default="bare,tuner", help="comma-separated: bare, tuner")
+    ap.add_argument("--engine", help=argparse.SUPPRESS)  # internal: run one engine in this process
+    ap.add_argument("--smoke-test", action="store_true")
+    args = ap.parse_args(argv)
+    n = 6 if args.smoke_test else args.trials
+    if args.engine:
+        print(json.dumps(measure(args.engine, n)))
+        return 0
+    records = []
+    for engine in args.engines.split(","):
+        cmd = [sys.executable, os.path.abspath(__file__), "--engine", engine, "--trials", str(n)]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            out, _ = p.communicate(timeout=3600)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+        if p.returncode:
+            print(f"load.py: engine {engine} exited {p.returncode}", file=sys.stderr)
+            return 1
+        records.append(json.loads(out.strip().splitlines()[-1]))
+        print(markdown(records[-1:]), end="", flush=True)
     if not args.smoke_test:
         os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         with open(os.path.join(HERE, "results", "load.json"), "w") as fh:
-            json.dump(record, fh, indent=2)
+            json.dump(records, fh, indent=2)
+        with open(os.path.join(HERE, "results", "load.md"), "w") as fh:
+            fh.write(f"# Scale: {n} tiny trials, concurrency 2, {os.cpu_count()} cores\n\n" + markdown(records))
     return 0
 
 
