@@ -1,8 +1,10 @@
 """BPR-MF: matrix factorisation with an item bias, trained with any registered loss.
 
-score(u, i) = <p_u, q_i> + b_i. Sampled losses draw `n_negatives` uniform items per positive
-(one vectorised randint on the trial's device); "ce" scores the whole catalogue instead, block by
-block (trainables.losses.linear_ce) so the [B, N] logits never exist.
+score(u, i) = <p_u, q_i> + b_i. Losses: every trainables.losses.RANKING_LOSSES entry that lists
+"bpr_mf", called by its kind. Sampled ones draw `num_negatives` uniform items per positive
+(trainables.negatives.NegativeSampler: one vectorised randint on the trial's device; the old name
+n_negatives still reads, with a deprecation line); full ones score the whole catalogue, block by
+block (the entry's `linear`) so the [B, N] logits never exist.
 `weight_decay` is the classic BPR L2 penalty on the embeddings a batch touches.
 
 `optimizer`: "adam" updates both whole tables every step (Adam moves rows with momentum even when
@@ -23,7 +25,8 @@ from torch import nn
 from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
-from trainables.losses import LOSSES, get_loss
+from trainables.losses import FULL, accepted, get_ranking_loss
+from trainables.negatives import NegativeSampler
 from trainables import kernels
 from trainables.loop import LazyAdam, Recipe, adam
 
@@ -32,19 +35,19 @@ OPTIMIZERS = {"adam": adam, "sparse_adam": LazyAdam}  # name -> (params, lr=) ->
 
 @dataclass(frozen=True)
 class Config:
-    loss: str = choice("bpr", LOSSES, "bpr | bce | sampled_softmax | ce (full softmax over items)")
+    loss: str = choice("bpr", lambda: accepted("bpr_mf"), "ranking loss (trainables.losses.RANKING_LOSSES)")
     dim: int = bounded(64, low=1)
     lr: float = bounded(5.0e-3, low=0.0)
     weight_decay: float = bounded(0.0, low=0.0)
     batch_size: int = bounded(1024, low=1)
     epochs: int = bounded(20, low=1)
-    n_negatives: int = bounded(1, low=1, doc="negatives per positive (sampled losses only)")
+    num_negatives: int = bounded(1, low=1, doc="negatives per positive (sampled losses only)", aliases=("n_negatives",))
     optimizer: str = choice("adam", OPTIMIZERS, "adam (whole tables per step) | sparse_adam (lazy: touched rows only)")
     seed: int = 0
 
 
 def validate(cfg: Config) -> None:
-    if cfg.optimizer == "sparse_adam" and get_loss(cfg.loss).kind == "full":
+    if cfg.optimizer == "sparse_adam" and get_ranking_loss(cfg.loss, "bpr_mf").kind == FULL:
         raise TunerError(f"optimizer: sparse_adam needs a sampled loss; loss {cfg.loss} gives every item row a gradient")
 
 
@@ -128,7 +131,9 @@ class FusedLazyAdam:
 class BPRMFRecipe(Recipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
-        self.loss = get_loss(cfg.loss)
+        self.loss = get_ranking_loss(cfg.loss, "bpr_mf")
+        self.loss_kwargs = self.loss.extra(cfg, data.n_items) if self.loss.extra else {}
+        self.sampler = NegativeSampler("uniform", data.train_counts(), device=device)  # seen items may be drawn (classic BPR)
         sparse = OPTIMIZERS[cfg.optimizer] is LazyAdam  # lazy Adam reads sparse embedding gradients
         self.model = MF(data.n_users, data.n_items, cfg.dim, sparse=sparse).to(device)
         self.optimizer = OPTIMIZERS[cfg.optimizer](self.model.parameters(), lr=cfg.lr)
@@ -140,26 +145,26 @@ class BPRMFRecipe(Recipe):
             raise ValueError("bpr_mf: interaction ids outside the tables (the C kernel does not check bounds)")
 
     def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, float]:
-        cfg, model, n = self.cfg, self.model, self.data.n_items
+        cfg, model = self.cfg, self.model
         order = torch.randperm(self.users.shape[0], generator=gen, device=self.device)
         users, items = self.users[order], self.items[order]  # one gather per epoch, then contiguous slices
         total = torch.zeros((), device=self.device)
         steps = 0
         for step, start in enumerate(range(0, order.shape[0], cfg.batch_size)):
             u, i = users[start : start + cfg.batch_size], items[start : start + cfg.batch_size]  # [B], [B]
-            if self.loss.kind == "full":
+            if self.loss.kind == FULL:
                 a, b = model.factors(u)
                 loss = self.loss.linear(a, b, i)
                 touched = [a[:, : cfg.dim], model.item(i)[:, : cfg.dim]]
             else:
-                neg = torch.randint(n, (u.shape[0], cfg.n_negatives), generator=gen, device=self.device)  # [B, K]
+                neg = self.sampler.sample(u.shape[0], cfg.num_negatives, gen)  # [B, K]
                 ids = torch.cat([i[:, None], neg], dim=1)  # [B, 1+K]: the positive, then the negatives
                 if self.fused is not None:
                     total += self.fused_step(u, ids, epoch, step)
                     steps += 1
                     continue
                 scores, p, q = model(u, ids)  # [B, 1+K], [B, D], [B, 1+K, D]
-                loss = self.loss.fn(scores[:, 0], scores[:, 1:])
+                loss = self.loss.fn(scores[:, 0], scores[:, 1:], **self.loss_kwargs)
                 touched = [p, q]
             if cfg.weight_decay > 0:
                 loss = loss + cfg.weight_decay * sum(t.pow(2).sum() for t in touched) / u.shape[0]
@@ -171,7 +176,7 @@ class BPRMFRecipe(Recipe):
         """optimize() for sparse_adam on the CPU: users [B], items [B, 1+K] (positive first)."""
         pos, neg, sq = self.fused.scores(users, items)  # [B], [B, K]
         l2 = self.cfg.weight_decay / users.shape[0]
-        loss = self.loss.fn(pos, neg) + l2 * sq
+        loss = self.loss.fn(pos, neg, **self.loss_kwargs) + l2 * sq
         self.check_finite(loss, epoch, step)
         self.fused.step(users, items, *torch.autograd.grad(loss, (pos, neg)), l2)
         return loss.detach()
