@@ -115,13 +115,13 @@ def gbce(pos: torch.Tensor, neg: torch.Tensor, beta: float = 1.0) -> torch.Tenso
     return (beta * F.softplus(-pos) + F.softplus(neg).sum(1)).mean()
 
 
-def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
-    """beta = alpha * (t * (1 - 1/alpha) + 1/alpha) with sampling rate alpha = n_negatives / (N - 1).
+def gbce_beta(num_negatives: int, n_items: int, t: float) -> float:
+    """beta = alpha * (t * (1 - 1/alpha) + 1/alpha) with sampling rate alpha = num_negatives / (N - 1).
 
     t = 0 gives beta = 1 (BCE), t = 1 gives beta = alpha (fully calibrated). alpha is capped at 1:
     with as many negatives as items (sampling with replacement) there is nothing to correct.
     """
-    alpha = min(1.0, n_negatives / max(n_items - 1, 1))
+    alpha = min(1.0, num_negatives / max(n_items - 1, 1))
     return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 
 
