@@ -25,7 +25,7 @@ from torch import nn
 from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
-from trainables.losses import FULL, accepted, get_ranking_loss
+from trainables.losses import FULL, accepted, get_ranking_loss, loss_doc
 from trainables.negatives import NegativeSampler
 from trainables import kernels
 from trainables.loop import LazyAdam, Recipe, adam
@@ -35,7 +35,7 @@ OPTIMIZERS = {"adam": adam, "sparse_adam": LazyAdam}  # name -> (params, lr=) ->
 
 @dataclass(frozen=True)
 class Config:
-    loss: str = choice("bpr", lambda: accepted("bpr_mf"), "ranking loss (trainables.losses.RANKING_LOSSES)")
+    loss: str = choice("bpr", lambda: accepted("bpr_mf"), loss_doc("bpr_mf"))
     dim: int = bounded(64, low=1)
     lr: float = bounded(5.0e-3, low=0.0)
     weight_decay: float = bounded(0.0, low=0.0)

@@ -223,6 +223,11 @@ def check_loss_knobs(cfg: Any, default: Any, model: str) -> RankingLoss:
     return loss
 
 
+def loss_doc(model: str) -> str:
+    """The `loss` knob's note in `tuner show`: the choices at import time, and where they come from."""
+    return " | ".join(accepted(model)) + " (trainables.losses.RANKING_LOSSES)"
+
+
 def sampled_losses(model: str) -> str:
     """'a, b, c': the losses of `model` that draw negatives, for messages."""
     return ", ".join(n for n in accepted(model) if RANKING_LOSSES[n].kind == SAMPLED)

@@ -69,7 +69,7 @@ GRAD_EVERY = 10  # steps between measurements of the rec:aux gradient ratio
 
 @dataclass(frozen=True)
 class Config:
-    loss: str = choice("bpr", lambda: losses.accepted("multimodal"), "rec loss (trainables.losses.RANKING_LOSSES)")
+    loss: str = choice("bpr", lambda: losses.accepted("multimodal"), "rec loss: " + losses.loss_doc("multimodal"))
     num_negatives: int = bounded(4, low=1, doc="negatives per positive, sampled losses (seed 002: 4)",
                                  aliases=("n_negatives",))
     dim: int = bounded(64, low=1)

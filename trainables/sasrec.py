@@ -54,14 +54,15 @@ from trainables import metrics as M
 from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
-from trainables.losses import SAMPLED, INBATCH, FULL, accepted, check_loss_knobs, get_ranking_loss, sampled_losses
+from trainables.losses import (FULL, INBATCH, SAMPLED, accepted, check_loss_knobs, get_ranking_loss, loss_doc,
+                               sampled_losses)
 from trainables.loop import Recipe, adam
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.similarity import SIMILARITIES, make_similarity
 
 @dataclass(frozen=True)
 class Config:
-    loss: str = choice("bce", lambda: accepted("sasrec"), "ranking loss (trainables.losses.RANKING_LOSSES)")
+    loss: str = choice("bce", lambda: accepted("sasrec"), loss_doc("sasrec"))
     num_negatives: int = bounded(1, low=1, doc="negatives per position (sampled losses)")
     sampler: str = choice("uniform", SAMPLERS, "negative sampler (sampled losses)")
     pop_power: float = bounded(1.0, low=0.0, doc="popularity sampler: q ~ train_count ** pop_power")

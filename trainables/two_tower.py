@@ -42,7 +42,7 @@ from torch import nn
 from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
-from trainables.losses import SAMPLED, INBATCH, accepted, check_loss_knobs, get_ranking_loss, sampled_losses
+from trainables.losses import INBATCH, SAMPLED, accepted, check_loss_knobs, get_ranking_loss, loss_doc, sampled_losses
 from trainables.loop import Recipe, adam
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.sasrec import left_padded
@@ -52,8 +52,8 @@ LOG_SCALE_MIN, LOG_SCALE_MAX = math.log(0.01), math.log(100.0)
 
 @dataclass(frozen=True)
 class Config:
-    loss: str = choice("bce", lambda: accepted("two_tower"), "ranking loss (trainables.losses.RANKING_LOSSES; "
-                       "bce_positives is seed 000's bug: no negatives, reproduces the 0.3133 floor)")
+    loss: str = choice("bce", lambda: accepted("two_tower"), loss_doc("two_tower") + "; bce_positives is "
+                       "seed 000's bug: no negatives, reproduces the 0.3133 floor")
     num_negatives: int = bounded(5, low=1, doc="sampled negatives per positive (seed 001: 1 -> 5; range 1-10)",
                                  aliases=("neg_ratio",))
     sampler: str = choice("uniform", SAMPLERS, "negative sampler (sampled losses)")
