@@ -219,7 +219,7 @@ def check_loss_knobs(cfg: Any, default: Any, model: str) -> RankingLoss:
             owners.setdefault(knob, []).append(name)
     for knob, names in owners.items():
         if knob not in loss.knobs and hasattr(cfg, knob):
-            check_unused(cfg, default, (knob,), f"with loss {cfg.loss} (only {', '.join(names)} use it)")
+            check_unused(cfg, default, (knob,), f"with loss {cfg.loss} (only {', '.join(names)})")
     return loss
 
 
