@@ -1,7 +1,8 @@
 """Trainables: one entry per model, each a typed config plus a training recipe.
 
-Add a model by writing a module with a frozen `Config` dataclass and a `Recipe` subclass
-(trainables/loop.py), then one line in MODELS. Nothing here imports Ray.
+Add a model by writing a module with a frozen `Config` extending trainables.train_config.TrainConfig
+and a recipe (trainables.loop.RankingRecipe for ranking, Recipe otherwise), then one entry in MODELS
+and a search-space YAML (README "Add a model"; tests/test_add_a_model.py). Nothing here imports Ray.
 """
 
 from __future__ import annotations

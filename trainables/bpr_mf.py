@@ -28,27 +28,32 @@ from trainables.errors import TunerError
 from trainables.losses import FULL, accepted, get_ranking_loss, loss_doc
 from trainables.negatives import NegativeSampler
 from trainables import kernels
-from trainables.loop import LazyAdam, Recipe, adam
+from trainables.loop import LazyAdam, RankingRecipe, adam
+from trainables.train_config import TrainConfig
 
 OPTIMIZERS = {"adam": adam, "sparse_adam": LazyAdam}  # name -> (params, lr=) -> optimizer
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(TrainConfig):
     loss: str = choice("bpr", lambda: accepted("bpr_mf"), loss_doc("bpr_mf"))
     dim: int = bounded(64, low=1)
+    # embedding tables only, no deep layers: a larger step and batch than the base (the defaults
+    # bpr_mf has always had; search_spaces/bpr.yaml and the README's BPR results assume them)
     lr: float = bounded(5.0e-3, low=0.0)
-    weight_decay: float = bounded(0.0, low=0.0)
     batch_size: int = bounded(1024, low=1)
-    epochs: int = bounded(20, low=1)
+    # weight_decay here is the classic BPR L2 penalty on the rows a batch touches, added to the
+    # loss (see the module doc), not Adam's: the base field, read by train_epoch
     num_negatives: int = bounded(1, low=1, doc="negatives per positive (sampled losses only)", aliases=("n_negatives",))
     optimizer: str = choice("adam", OPTIMIZERS, "adam (whole tables per step) | sparse_adam (lazy: touched rows only)")
-    seed: int = 0
 
 
 def validate(cfg: Config) -> None:
     if cfg.optimizer == "sparse_adam" and get_ranking_loss(cfg.loss, "bpr_mf").kind == FULL:
         raise TunerError(f"optimizer: sparse_adam needs a sampled loss; loss {cfg.loss} gives every item row a gradient")
+    if cfg.optimizer == "sparse_adam" and cfg.grad_clip > 0:
+        # lazy Adam updates row by row from sparse gradients (on the CPU inside one C call): no total norm to clip
+        raise TunerError("grad_clip: needs optimizer adam; sparse_adam does not clip")
 
 
 class MF(nn.Module):
@@ -128,7 +133,7 @@ class FusedLazyAdam:
                               *[x.data_ptr() for x in (self.slots[0], self.slots[1], *self.work[(b, k)])])
 
 
-class BPRMFRecipe(Recipe):
+class BPRMFRecipe(RankingRecipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
         self.loss = get_ranking_loss(cfg.loss, "bpr_mf")
@@ -141,6 +146,7 @@ class BPRMFRecipe(Recipe):
         self.items = torch.tensor(data.train_items, device=device)  # [nnz] (a copy: Ray hands read-only arrays)
         lib = kernels.load() if sparse and device.type == "cpu" else None
         self.fused = FusedLazyAdam(lib, self.model, self.optimizer) if lib is not None else None
+        self.pending = None  # fused path: the batch whose score gradients update() applies
         if self.fused is not None and len(self.users) and (self.users.max() >= data.n_users or self.items.max() >= data.n_items):
             raise ValueError("bpr_mf: interaction ids outside the tables (the C kernel does not check bounds)")
 
@@ -173,13 +179,22 @@ class BPRMFRecipe(Recipe):
         return {"train_loss": (total / max(steps, 1)).item()}
 
     def fused_step(self, users: torch.Tensor, items: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
-        """optimize() for sparse_adam on the CPU: users [B], items [B, 1+K] (positive first)."""
+        """optimize() for sparse_adam on the CPU: users [B], items [B, 1+K] (positive first).
+
+        The scores are autograd leaves, so optimize's backward leaves dLoss/dscores in their .grad
+        (the tables get none); `update` hands them to the C kernel instead of LazyAdam.step."""
         pos, neg, sq = self.fused.scores(users, items)  # [B], [B, K]
         l2 = self.cfg.weight_decay / users.shape[0]
         loss = self.loss.fn(pos, neg, **self.loss_kwargs) + l2 * sq
-        self.check_finite(loss, epoch, step)
-        self.fused.step(users, items, *torch.autograd.grad(loss, (pos, neg)), l2)
-        return loss.detach()
+        self.pending = (users, items, pos, neg, l2)
+        return self.optimize(loss, epoch, step)
+
+    def update(self) -> None:
+        if self.pending is None:
+            return super().update()
+        users, items, pos, neg, l2 = self.pending
+        self.pending = None
+        self.fused.step(users, items, pos.grad, neg.grad, l2)
 
     @torch.no_grad()
     def score_users(self, split: str, start: int, stop: int) -> torch.Tensor:

@@ -82,6 +82,93 @@ def short_number(v: Any) -> str:
     return s if len(s) <= 20 else f"{v:.3g}"
 
 
+# A scalar caster: (YAML value, fail) -> the cast value; fail(expected) builds the TunerError
+# "<where>: expected <expected>, got <value>" for the caller to raise.
+Fail = Callable[[str], TunerError]
+
+
+def _to_bool(value: Any, fail: Fail) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise fail("true or false")
+
+
+def _to_int(value: Any, fail: Fail) -> int:
+    """An int, a float with no fraction (2.0) or a string of one ("1e3": PyYAML's reading of 1e3)."""
+    if isinstance(value, bool):  # bool is an int subclass; true is no integer in a config
+        raise fail("an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            f = float(value)
+        except ValueError:
+            raise fail("an integer") from None
+        if f.is_integer():
+            return int(f)
+    raise fail("an integer")
+
+
+def _to_float(value: Any, fail: Fail) -> float:
+    """A finite float from a number or a numeric string (PyYAML reads 1e-4, without a dot, as a string)."""
+    if isinstance(value, bool):
+        raise fail("a number")
+    if isinstance(value, (int, float)):
+        out = float(value)
+    elif isinstance(value, str):
+        try:
+            out = float(value)
+        except ValueError:
+            raise fail("a number") from None
+    else:
+        raise fail("a number")
+    if not math.isfinite(out):
+        raise fail("a finite number")
+    return out
+
+
+def _to_str(value: Any, fail: Fail) -> str:
+    if isinstance(value, str):
+        return value
+    raise fail("a string")
+
+
+_SCALARS: dict[Any, Callable[[Any, Fail], Any]] = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+
+
+def _cast_union(value: Any, tp: Any, key: str, file: str | None, line_of: LineOf) -> Any:
+    """The first member of the union that casts `value`; None where the union allows it; else the
+    first member's error (`X | None` reports X's expectation)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if value is None and len(args) < len(typing.get_args(tp)):
+        return None
+    errors = []
+    for a in args:
+        try:
+            return cast(value, a, key, file, line_of)
+        except TunerError as e:
+            errors.append(e)
+    raise errors[0]
+
+
+def _cast_literal(value: Any, tp: Any, key: str, file: str | None, line_of: LineOf) -> Any:
+    allowed = typing.get_args(tp)
+    if value not in allowed:
+        raise TunerError(f"{where(file, key, line_of(key))}: {excerpt(value)} is not one of {', '.join(map(str, allowed))}")
+    return value
+
+
+def _cast_tuple(value: Any, tp: Any, key: str, file: str | None, line_of: LineOf) -> tuple:
+    """tuple[X, ...] from a list (each element cast, its key indexed: key[i]) or from one scalar."""
+    args = typing.get_args(tp)
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    inner = args[0] if args else Any
+    return tuple(cast(v, inner, f"{key}[{i}]", file, line_of) for i, v in enumerate(value))
+
+
 def cast(value: Any, tp: Any, key: str, file: str | None = None, line_of: LineOf = _no_line) -> Any:
     """Cast one YAML value to the annotated type `tp`, or raise a TunerError naming `key`."""
 
@@ -90,73 +177,19 @@ def cast(value: Any, tp: Any, key: str, file: str | None = None, line_of: LineOf
 
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None and len(args) < len(typing.get_args(tp)):
-            return None
-        errors = []
-        for a in args:
-            try:
-                return cast(value, a, key, file, line_of)
-            except TunerError as e:
-                errors.append(e)
-        raise errors[0]
+        return _cast_union(value, tp, key, file, line_of)
     if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise TunerError(
-                f"{where(file, key, line_of(key))}: {excerpt(value)} is not one of {', '.join(map(str, allowed))}"
-            )
-        return value
+        return _cast_literal(value, tp, key, file, line_of)
     if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        inner = args[0] if args else Any
-        return tuple(cast(v, inner, f"{key}[{i}]", file, line_of) for i, v in enumerate(value))
+        return _cast_tuple(value, tp, key, file, line_of)
     if origin in (dict, Mapping) or tp in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise fail("a mapping")
         return dict(value)
     if tp is Any:
         return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise fail("true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise fail("an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                f = float(value)
-            except ValueError:
-                raise fail("an integer") from None
-            if f.is_integer():
-                return int(f)
-        raise fail("an integer")
-    if tp is float:
-        if isinstance(value, bool):
-            raise fail("a number")
-        if isinstance(value, (int, float)):
-            out = float(value)
-        elif isinstance(value, str):
-            try:
-                out = float(value)  # PyYAML reads 1e-4 (no dot) as a string
-            except ValueError:
-                raise fail("a number") from None
-        else:
-            raise fail("a number")
-        if not math.isfinite(out):
-            raise fail("a finite number")
-        return out
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise fail("a string")
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, fail)
     raise TypeError(f"config.cast: unsupported annotation {tp!r} for {key}")
 
 

@@ -45,11 +45,12 @@ from trainables.config import bounded, choice
 from trainables.errors import TunerError
 from trainables.multiview import MultiViewData, classification_metrics
 from trainables.loop import Recipe, adam
+from trainables.train_config import TrainConfig
 from trainables.schedules import WEIGHTINGS, LossWeighter, ramp
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(TrainConfig):
     dim: int = bounded(64, low=1, doc="view embedding / fused dimension")
     hidden: int = bounded(128, low=1, doc="hidden width of encoders and head")
     proj_dim: int = bounded(32, low=1, doc="contrastive projection dimension")
@@ -67,12 +68,11 @@ class Config:
     weight_min: float = bounded(0.1, low=1e-6, doc="adaptive weights stay >= weight_min * base")
     weight_max: float = bounded(10.0, low=1e-6, doc="adaptive weights stay <= weight_max * base")
     warmup_epochs: int = bounded(0, low=0, doc="linear ramp of the auxiliary weights")
-    lr: float = bounded(1.0e-3, low=0.0)
-    weight_decay: float = bounded(0.0, low=0.0)
-    grad_clip: float = bounded(0.0, low=0.0, doc="max gradient norm; 0 = no clipping")
+    # low=2: the contrastive term contrasts a sample's views against the other samples of its batch.
+    # 128 and 30 epochs: a few thousand samples make few steps per epoch at the base's 256
+    # (search_spaces/fusion_classifier.yaml also fixes 30 epochs)
     batch_size: int = bounded(128, low=2)
     epochs: int = bounded(30, low=1)
-    seed: int = 0
 
 
 def validate(cfg: Config) -> None:
@@ -113,7 +113,7 @@ class GatedFusion(nn.Module):
         return self.head(fused), e, g, fused
 
 
-class FusionRecipe(Recipe):
+class FusionRecipe(Recipe):  # a classifier: evaluate, no score_users (trainables.loop.RankingRecipe)
     def __init__(self, cfg: Config, data: MultiViewData, device: torch.device):
         super().__init__(cfg, data, device)
         if not isinstance(data, MultiViewData):
@@ -171,17 +171,16 @@ class FusionRecipe(Recipe):
             t, logits = self._terms(xs, y)
             encoder = t["global_recon"] + t["inter_recon"] + cfg.gate_reg_weight * t["gate_reg"]
             total = t["cls"] + m.weighter.combine({"contrastive": t["contrastive"], "encoder": encoder}, t["cls"], r)
-            self.check_finite(total, epoch, step)
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            gnorm = torch.linalg.vector_norm(torch.stack(
-                [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]))
-            self.check_finite(gnorm, epoch, step)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            self.optimizer.step()
+            gnorm = []  # the total gradient norm before clipping, logged as grad_norm
+
+            def measure():
+                gnorm.append(torch.linalg.vector_norm(torch.stack(
+                    [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None])))
+                self.check_finite(gnorm[0], epoch, step)
+
+            self.optimize(total, epoch, step, measure)
             m.weighter.clamp_()
-            grad_sum += float(gnorm)
+            grad_sum += float(gnorm[0])
             correct += int((logits.argmax(1) == y).sum())
             values = (total, t["cls"], t["contrastive"], t["global_recon"], t["inter_recon"], t["gate_reg"])
             for k, v in zip(names, values):
@@ -208,6 +207,3 @@ class FusionRecipe(Recipe):
         out = classification_metrics(y_all.cpu().numpy(), pred, self.data.n_classes)
         out["loss"] = loss_sum / max(int(y_all.shape[0]), 1)
         return out
-
-    def score_users(self, split: str, start: int, stop: int) -> torch.Tensor:
-        raise NotImplementedError("fusion_classifier is a classifier; it has no ranking scores")

@@ -1,7 +1,8 @@
 """The training loop every trainable shares, free of Ray so it tests on its own.
 
-A model module provides a frozen `Config` and a `Recipe` (model + optimizer + how to train one
-epoch + how to score all items for a block of users). `fit` runs epochs, evaluates on the
+A model module provides a frozen `Config` (extending trainables.train_config.TrainConfig) and a
+`Recipe` (model + optimizer + how to train one epoch + how to evaluate; a ranking model's
+RankingRecipe evaluates by scoring all items for a block of users). `fit` runs epochs, evaluates on the
 validation split after each, and hands metrics and a checkpointable state to `report`; the Ray
 trainable (tuner/trainable.py) turns that into `tune.report(..., checkpoint=...)`.
 """
@@ -95,26 +96,26 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Recipe:
-    """Base of the per-model recipes. Subclasses set self.model and self.optimizer."""
+    """Base of the per-model recipes: the contract trainables.loop.fit and the Ray trainable use.
+
+    Subclasses set self.model and self.optimizer, train through `optimize` (the one optimiser step
+    every model shares) and implement `evaluate`; a ranking model derives from RankingRecipe,
+    which evaluates from `score_users`.
+    """
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
 
-    def __init__(self, cfg: Any, data: Dataset, device: torch.device):
+    def __init__(self, cfg: Any, data: Any, device: torch.device):
         self.cfg, self.data, self.device = cfg, data, device
 
     def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, float]:
         """One pass over the training data; returns at least {'train_loss': mean loss}."""
         raise NotImplementedError
 
-    def score_users(self, split: str, start: int, stop: int) -> torch.Tensor:
-        """Scores [stop - start, N] of every item for users start..stop-1, given `split`'s history."""
-        raise NotImplementedError
-
-    @torch.no_grad()
     def evaluate(self, split: str, ks=(10, 20), batch_users: int = M.EVAL_BATCH_USERS) -> dict[str, float]:
-        """Metrics on `split` ('valid' or 'test'); default: full-catalogue ranking."""
-        return M.evaluate(lambda a, b: self.score_users(split, a, b), self.data.split(split), ks, batch_users, self.device)
+        """Metrics on `split` ('valid' or 'test'), without the split prefix (fit adds val_)."""
+        raise NotImplementedError
 
     def extra_metrics(self) -> dict[str, float]:
         """Model quantities worth logging every epoch (e.g. a learned temperature)."""
@@ -127,18 +128,48 @@ class Recipe:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
 
-    def optimize(self, loss: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
-        """One optimizer step on `loss` (after the non-finite check); returns it detached."""
+    def optimize(self, loss: torch.Tensor, epoch: int, step: int,
+                 inspect: Callable[[], None] | None = None) -> torch.Tensor:
+        """One optimiser step on the scalar `loss`; returns it detached.
+
+        Non-finite check (NonFiniteLoss names epoch and step), fresh gradients, backward,
+        `inspect()` (a recipe reading the gradients before clipping, e.g. their norm), clipping to
+        cfg.grad_clip (total L2 norm over the model's parameters) when it is > 0, then `update()`.
+        """
         self.check_finite(loss, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        if inspect is not None:
+            inspect()
+        if self.cfg.grad_clip > 0:
+            # parameters without a gradient (frozen, or untouched this step) are skipped
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.update()
         return loss.detach()
+
+    def update(self) -> None:
+        """Apply the gradients backward left: the optimiser's step (bpr_mf's C kernel overrides it)."""
+        self.optimizer.step()
 
     @staticmethod
     def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
         if not math.isfinite(float(loss.detach())):  # one scalar read; bool(torch.isfinite(loss)) costs 2 ops more
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch}, step {step}")
+
+
+class RankingRecipe(Recipe):
+    """A recipe whose model scores the whole catalogue: evaluate is full-catalogue ranking
+    (HR/NDCG/MRR@k, trainables.metrics) from `score_users`."""
+
+    data: Dataset
+
+    def score_users(self, split: str, start: int, stop: int) -> torch.Tensor:
+        """Scores [stop - start, N] of every item for users start..stop-1, given `split`'s history."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, split: str, ks=(10, 20), batch_users: int = M.EVAL_BATCH_USERS) -> dict[str, float]:
+        return M.evaluate(lambda a, b: self.score_users(split, a, b), self.data.split(split), ks, batch_users, self.device)
 
 
 def evaluate(recipe: Recipe, split: str, ks=(10, 20), batch_users: int = M.EVAL_BATCH_USERS) -> dict[str, float]:
@@ -147,6 +178,18 @@ def evaluate(recipe: Recipe, split: str, ks=(10, 20), batch_users: int = M.EVAL_
         return recipe.evaluate(split, ks, batch_users)
     finally:
         recipe.model.train()
+
+
+def global_rng(device: torch.device) -> torch.Tensor:
+    """The state of torch's global generator on `device` (what dropout draws from): a uint8 tensor."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def set_global_rng(state: torch.Tensor, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state.cpu(), device)
+    else:
+        torch.set_rng_state(state.cpu())
 
 
 def fit(
@@ -164,7 +207,9 @@ def fit(
 
     get_state() returns the live training state (copy it to keep it beyond the report).
 
-    `state` (from a checkpoint) resumes after its epoch with the same RNG stream.
+    `state` (from a checkpoint) resumes after its epoch with the same RNG streams: the epoch
+    generator's (shuffles, negatives) and torch's global one (dropout), so a resumed run matches an
+    uninterrupted one exactly (tests/test_model_contract.py).
     """
     device = torch.device(device)
     cfg = entry.make_config(config)
@@ -176,6 +221,8 @@ def fit(
     if state is not None:
         recipe.load_state_dict(state)
         gen.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
+        if "torch_rng" in state:  # absent from checkpoints written before it was saved
+            set_global_rng(state["torch_rng"], device)
         start = int(state["epoch"])
     for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -191,7 +238,7 @@ def fit(
         def get_state(epoch=epoch):
             # the live tensors, not a copy (the Ray trainable serialises them at once): a caller
             # that keeps a state past this report must copy it, as later epochs update it in place
-            return {**recipe.state_dict(), "epoch": epoch, "rng": gen.get_state()}
+            return {**recipe.state_dict(), "epoch": epoch, "rng": gen.get_state(), "torch_rng": global_rng(device)}
 
         report(out, get_state)
     return recipe

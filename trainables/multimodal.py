@@ -9,7 +9,7 @@ Model
              or W_u of a SASRec-style transformer over them (positional embeddings, padding
              masked) read at the most recent item (encoder: transformer).
     score:   s(u, i) = <h_u, v_i> + b_i, over the whole catalogue at evaluation (the default
-             full-ranking Recipe.evaluate: HR/NDCG/MRR@K with seen items masked).
+             full-ranking RankingRecipe.evaluate: HR/NDCG/MRR@K with seen items masked).
     Training examples are all training interactions but each user's first, each predicted from
     the items before it. Rec loss: a RANKING_LOSSES entry listing "multimodal", called by kind: full
     ("ce") is the softmax over the catalogue, sampled ones (seed 002: "bpr") draw `num_negatives`
@@ -59,8 +59,9 @@ from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
 from trainables.losses import FULL
-from trainables.loop import Recipe, adam
+from trainables.loop import RankingRecipe, adam
 from trainables.negatives import NegativeSampler
+from trainables.train_config import TrainConfig
 from trainables.schedules import PhaseSchedule
 
 AUX = ("recon", "causal", "diversity")
@@ -68,7 +69,7 @@ GRAD_EVERY = 10  # steps between measurements of the rec:aux gradient ratio
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(TrainConfig):
     loss: str = choice("bpr", lambda: losses.accepted("multimodal"), "rec loss: " + losses.loss_doc("multimodal"))
     num_negatives: int = bounded(4, low=1, doc="negatives per positive, sampled losses (seed 002: 4)",
                                  aliases=("n_negatives",))
@@ -94,12 +95,8 @@ class Config:
     alpha_diversity_p2: float = bounded(0.001, low=0.0)
     alpha_diversity_p3: float = bounded(0.0002, low=0.0)
     warmup_epochs: int = bounded(3, low=0, doc="linear ramp of the auxiliary alphas (seed 002 BPR: 3)")
-    lr: float = bounded(1.0e-3, low=0.0)
-    weight_decay: float = bounded(0.0, low=0.0)
-    grad_clip: float = bounded(0.0, low=0.0, doc="max gradient norm; 0 = no clipping")
-    batch_size: int = bounded(256, low=1)
+    # seed 002's schedule: phases 1-10 / 11-30 / 31-50 (phase1_epochs, phase2_epochs) need 50 epochs
     epochs: int = bounded(50, low=1)
-    seed: int = 0
 
 
 def validate(cfg: Config) -> None:
@@ -225,7 +222,7 @@ def histories(items: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, max
     return idx, valid
 
 
-class MultimodalRecipe(Recipe):
+class MultimodalRecipe(RankingRecipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
         if data.item_features is None:
@@ -267,7 +264,6 @@ class MultimodalRecipe(Recipe):
             terms = self._aux_terms(v_aux, aux_items, alphas)
             aux = sum((alphas[a] * terms[a] for a in AUX if alphas[a] > 0), torch.zeros((), device=dev))
             total = rec + aux
-            self.check_finite(total, epoch, step)
             self._backward_step(total, rec, shared, params, grads, epoch, step)
             for k, v in (("train_loss", total), ("loss_rec", rec), *((f"loss_{a}", terms[a]) for a in AUX)):
                 sums[k] += v.detach()
@@ -313,22 +309,22 @@ class MultimodalRecipe(Recipe):
         return self.rec.fn(pos_s, neg_s, **self.loss_kwargs), vec[nh + nb + nn_ :]
 
     def _backward_step(self, total, rec, shared, params, grads: dict, epoch: int, step: int) -> None:
-        """Backward, clip, step; adds the gradient norm (every GRAD_EVERY steps, rec/aux norms on `shared`) to `grads`."""
-        self.optimizer.zero_grad(set_to_none=True)
-        measure = step % GRAD_EVERY == 0
-        g_rec = torch.autograd.grad(rec, shared, retain_graph=True, allow_unused=True) if measure else None
-        total.backward()
-        gnorm = _norm([q.grad for q in params])
-        self.check_finite(gnorm, epoch, step)
-        if measure:
-            grads["rec"] += float(_norm(g_rec))
-            grads["aux"] += float(_norm([None if q.grad is None else q.grad - (g if g is not None else 0)
-                                         for q, g in zip(shared, g_rec)]))
-            grads["probes"] += 1
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.optimizer.step()
-        grads["grad_norm"] += float(gnorm)
+        """optimize() on `total`; its inspect hook adds the gradient norm before clipping (every GRAD_EVERY
+        steps also the rec/aux norms on `shared`) to `grads`."""
+        probe = step % GRAD_EVERY == 0
+        g_rec = torch.autograd.grad(rec, shared, retain_graph=True, allow_unused=True) if probe else None
+
+        def measure():  # .grad: the total's gradients, not yet clipped
+            gnorm = _norm([q.grad for q in params])
+            self.check_finite(gnorm, epoch, step)
+            grads["grad_norm"] += float(gnorm)
+            if probe:
+                grads["rec"] += float(_norm(g_rec))
+                grads["aux"] += float(_norm([None if q.grad is None else q.grad - (g if g is not None else 0)
+                                             for q, g in zip(shared, g_rec)]))
+                grads["probes"] += 1
+
+        self.optimize(total, epoch, step, measure)
 
     def _aux_terms(self, v: torch.Tensor, items: torch.Tensor, alphas: dict[str, float]) -> dict[str, torch.Tensor]:
         """Raw values of the three auxiliary terms; a term whose alpha is 0 is computed without grad."""

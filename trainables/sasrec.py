@@ -56,12 +56,13 @@ from trainables.data import Dataset
 from trainables.errors import TunerError
 from trainables.losses import (FULL, INBATCH, SAMPLED, accepted, check_loss_knobs, get_ranking_loss, loss_doc,
                                sampled_losses)
-from trainables.loop import Recipe, adam
+from trainables.loop import RankingRecipe, adam
+from trainables.train_config import TrainConfig
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.similarity import SIMILARITIES, make_similarity
 
 @dataclass(frozen=True)
-class Config:
+class Config(TrainConfig):
     loss: str = choice("bce", lambda: accepted("sasrec"), loss_doc("sasrec"))
     num_negatives: int = bounded(1, low=1, doc="negatives per position (sampled losses)")
     sampler: str = choice("uniform", SAMPLERS, "negative sampler (sampled losses)")
@@ -82,11 +83,8 @@ class Config:
     dropout: float = bounded(0.2, low=0.0, high=0.95)
     norm_first: bool = True  # pre-LN (SASRec.pytorch) vs post-LN
     bucket_by_length: bool = True  # batch users of similar length (within 32-batch windows) so padding is trimmed
-    lr: float = bounded(1.0e-3, low=0.0)
-    weight_decay: float = bounded(0.0, low=0.0)
-    batch_size: int = bounded(256, low=1)
+    # one example per user (a whole sequence), so an epoch is few steps: more epochs than the base
     epochs: int = bounded(50, low=1)
-    seed: int = 0
 
 
 _FUSION_KNOBS = ("fusion_alpha", "fusion_beta", "fusion_gamma", "fusion_temperature")
@@ -183,7 +181,7 @@ def _trim(seq: torch.Tensor, pad: int) -> torch.Tensor:
     return seq[:, first:]
 
 
-class SASRecRecipe(Recipe):
+class SASRecRecipe(RankingRecipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
         n = data.n_items

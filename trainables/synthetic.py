@@ -29,7 +29,22 @@ def generate(
     p_next: float = 0.3,
     n_features: int = 16,
 ) -> Dataset:
+    # one generator drawn from in a fixed order (planted truth, lengths, sequences, features):
+    # the order is part of the data, so the same seed gives the same arrays bit for bit
     rng = np.random.default_rng(seed)
+    popularity, p, q, logits, succ = _plant(rng, n_users, n_items, dim, strength)
+    lengths = np.minimum(5 + rng.poisson(max(mean_length - 5.0, 0.0), n_users), n_items - 1)
+    seqs = _draw_sequences(rng, logits, succ, lengths, p_next)
+    features = _content(rng, q, n_features)
+    users = [str(u) for u in range(n_users)]
+    item_seqs = [[str(i) for i in seqs[u, : lengths[u]]] for u in range(n_users)]
+    ds = from_sequences(f"synthetic(n_users={n_users},n_items={n_items},seed={seed})", users, item_seqs)
+    return _with_truth(ds, popularity, p, q, succ, p_next, features)
+
+
+def _plant(rng: np.random.Generator, n_users: int, n_items: int, dim: int, strength: float):
+    """Popularity [N] (Zipf over a random ranking), user factors p [U, d], item factors q [N, d],
+    choice logits [U, N] (float32) and the successor permutation succ [N]."""
     rank = rng.permutation(n_items) + 1
     popularity = 1.0 / rank  # Zipf, exponent 1
     log_pop = np.log(popularity / popularity.sum())
@@ -37,8 +52,14 @@ def generate(
     q = rng.standard_normal((n_items, dim))
     logits = (strength * (p @ q.T) / np.sqrt(dim) + log_pop).astype(np.float32)  # [U, N]
     succ = rng.permutation(n_items)
+    return popularity, p, q, logits, succ
 
-    lengths = np.minimum(5 + rng.poisson(max(mean_length - 5.0, 0.0), n_users), n_items - 1)
+
+def _draw_sequences(rng: np.random.Generator, logits: np.ndarray, succ: np.ndarray, lengths: np.ndarray,
+                    p_next: float) -> np.ndarray:
+    """Item sequences [U, max length], -1 past each user's length: step t draws every user's next
+    item at once, never one the user already has."""
+    n_users, n_items = logits.shape
     max_len = int(lengths.max())
     seqs = np.full((n_users, max_len), -1, dtype=np.int64)
     consumed = np.zeros((n_users, n_items), dtype=bool)
@@ -58,20 +79,29 @@ def generate(
         seqs[active, t] = choice[active]
         consumed[rows[active], choice[active]] = True
         prev = choice
+    return seqs
 
+
+def _content(rng: np.random.Generator, q: np.ndarray, n_features: int) -> np.ndarray:
+    """Item features [N, n_features + 8] float32: q @ W plus noise, then a one-hot of 8 categories
+    (octiles of q's first coordinate)."""
+    dim, n_items = q.shape[1], q.shape[0]
     w = rng.standard_normal((dim, n_features)) / np.sqrt(dim)
     dense = q @ w + 0.1 * rng.standard_normal((n_items, n_features))
     cats = np.digitize(q[:, 0], np.quantile(q[:, 0], np.linspace(0, 1, 9)[1:-1]))
-    features = np.concatenate([dense, np.eye(8)[cats]], axis=1).astype(np.float32)
+    return np.concatenate([dense, np.eye(8)[cats]], axis=1).astype(np.float32)
 
-    users = [str(u) for u in range(n_users)]
-    item_seqs = [[str(i) for i in seqs[u, : lengths[u]]] for u in range(n_users)]
-    ds = from_sequences(f"synthetic(n_users={n_users},n_items={n_items},seed={seed})", users, item_seqs)
-    # from_sequences remaps ids by first appearance; carry the planted truth over to dense ids.
+
+def _with_truth(ds: Dataset, popularity: np.ndarray, p: np.ndarray, q: np.ndarray, succ: np.ndarray,
+                p_next: float, features: np.ndarray) -> Dataset:
+    """`ds` with its item features and planted truth in its own dense item ids.
+
+    from_sequences remaps ids by first appearance, and items never drawn are absent from it."""
+    n_items = len(popularity)
     orig = ds.item_ids.astype(np.int64)  # dense -> generator id
     dense_of = np.empty(n_items, dtype=np.int64)
     dense_of[orig] = np.arange(len(orig))
-    n = ds.n_items  # items never drawn are absent from the dataset
+    n = ds.n_items
     truth = {
         "popularity": popularity[orig],
         "item_factors": q[orig],

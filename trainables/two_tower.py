@@ -43,7 +43,8 @@ from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
 from trainables.losses import INBATCH, SAMPLED, accepted, check_loss_knobs, get_ranking_loss, loss_doc, sampled_losses
-from trainables.loop import Recipe, adam
+from trainables.loop import RankingRecipe, adam
+from trainables.train_config import TrainConfig
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.sasrec import left_padded
 
@@ -51,7 +52,7 @@ LOG_SCALE_MIN, LOG_SCALE_MAX = math.log(0.01), math.log(100.0)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(TrainConfig):
     loss: str = choice("bce", lambda: accepted("two_tower"), loss_doc("two_tower") + "; bce_positives is "
                        "seed 000's bug: no negatives, reproduces the 0.3133 floor")
     num_negatives: int = bounded(5, low=1, doc="sampled negatives per positive (seed 001: 1 -> 5; range 1-10)",
@@ -72,11 +73,9 @@ class Config:
     tower_hidden: int = bounded(128, low=1)
     out_dim: int = bounded(64, low=1)
     dropout: float = bounded(0.0, low=0.0, high=0.95)
-    lr: float = bounded(1.0e-3, low=0.0)
-    weight_decay: float = bounded(0.0, low=0.0)
+    # one interaction per example (not a user's sequence): larger batches than the base's 256,
+    # which also give infonce more in-batch candidates
     batch_size: int = bounded(1024, low=1)
-    epochs: int = bounded(20, low=1)
-    seed: int = 0
 
 
 def validate(cfg: Config) -> None:
@@ -159,7 +158,7 @@ def history_before(indptr: np.ndarray, items: np.ndarray, length: int, pad: int)
     return out
 
 
-class TwoTowerRecipe(Recipe):
+class TwoTowerRecipe(RankingRecipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
         features = None
