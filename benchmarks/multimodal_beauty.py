@@ -40,7 +40,7 @@ ATTRS = "/work/shared/data/s3rec/Beauty_item2attributes.json"
 
 RUNS = {
     "ce": {"loss": "ce"},
-    "bpr": {"loss": "bpr", "n_negatives": 4},
+    "bpr": {"loss": "bpr", "num_negatives": 4},
 }
 
 

@@ -177,7 +177,7 @@ def run_bpr(args, tmp: str) -> list:
             path = "torch: the C kernel did not build here"
         gen = __import__("torch").Generator().manual_seed(0)
         secs = timed(lambda: recipe.train_epoch(1, gen), reps)
-        rate = data.n_train * recipe.cfg.n_negatives / statistics.median(secs)
+        rate = data.n_train * recipe.cfg.num_negatives / statistics.median(secs)
         default = batch == 1024 and optimizer == "adam"
         limit = ("every step updates the whole 2.2M-parameter tables (dense Adam reads and writes value, "
                  "gradient and both moments of every row: ~60 MB of memory traffic a step), so triples/s "

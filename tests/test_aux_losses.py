@@ -51,12 +51,12 @@ def test_uniformity():
     assert losses.uniformity(torch.ones(3, 2)).item() == pytest.approx(0.0, abs=1e-6)  # all coincide
 
 
-def test_info_nce():
+def test_view_info_nce():
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     # logits = identity / 1: each row -log(e / (e + 1)) = log(1 + e^-1) = 0.3133 (ANCHORS.md)
-    assert losses.info_nce(a, 3 * a, temperature=1.0).item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-5)
+    assert losses.view_info_nce(a, 3 * a, temperature=1.0).item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-5)
     b = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # swapped pairs: the positive is the off-diagonal
-    assert losses.info_nce(a, b, temperature=1.0).item() == pytest.approx(math.log(1 + math.e), rel=1e-5)
+    assert losses.view_info_nce(a, b, temperature=1.0).item() == pytest.approx(math.log(1 + math.e), rel=1e-5)
 
 
 def test_gate_regularization():

@@ -101,7 +101,7 @@ def test_fused_step_equals_lazy_adam_on_sparse_gradients(loss, k, wd):
     every batch: a tiny catalogue), so either path can resume the other's checkpoint."""
     data = synthetic.generate(n_users=50, n_items=30, mean_length=8)
     entry = MODELS["bpr_mf"]
-    cfg = entry.make_config({"optimizer": "sparse_adam", "loss": loss, "n_negatives": k, "weight_decay": wd,
+    cfg = entry.make_config({"optimizer": "sparse_adam", "loss": loss, "num_negatives": k, "weight_decay": wd,
                              "dim": 6, "batch_size": 32, "lr": 0.03})
     runs = []
     for fused in (True, False):
@@ -127,7 +127,7 @@ def test_fused_step_leaves_rows_it_did_not_look_up():
     data = synthetic.generate(n_users=50, n_items=30, mean_length=8)
     entry = MODELS["bpr_mf"]
     torch.manual_seed(0)
-    r = entry.recipe(entry.make_config({"optimizer": "sparse_adam", "n_negatives": 2, "dim": 4}), data,
+    r = entry.recipe(entry.make_config({"optimizer": "sparse_adam", "num_negatives": 2, "dim": 4}), data,
                      torch.device("cpu"))
     _need_kernels(r)
     before = [t.weight.detach().clone() for t in (r.model.user, r.model.item)]

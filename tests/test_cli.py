@@ -14,7 +14,7 @@ GOOD = {
     "metric": {"name": "val_ndcg_10", "mode": "max"},
     "fixed": {"epochs": 2},
     "space": {"loss": {"type": "categorical", "choices": ["bpr", "ce"]},
-              "n_negatives": {"type": "int", "low": 1, "high": 4, "when": {"loss": "bpr"}},
+              "num_negatives": {"type": "int", "low": 1, "high": 4, "when": {"loss": "bpr"}},
               "lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-1, "log": True}},
     "search": {"samples": 2, "concurrency": 1},
 }
@@ -63,8 +63,8 @@ CASES = [
     ("low-gt-high", with_("space.lr.low", 1.0), "space.lr.low"),
     ("log-with-zero", with_("space.lr.low", 0.0), "log"),
     ("empty-choices", with_("space.loss.choices", []), "space.loss.choices"),
-    ("when-unknown-knob", with_("space.n_negatives.when", {"loss_fn": "bpr"}), "space.n_negatives.when"),
-    ("when-never-sampled", with_("space.n_negatives.when", {"loss": "hinge"}), "space.n_negatives.when"),
+    ("when-unknown-knob", with_("space.num_negatives.when", {"loss_fn": "bpr"}), "space.num_negatives.when"),
+    ("when-never-sampled", with_("space.num_negatives.when", {"loss": "hinge"}), "space.num_negatives.when"),
     ("metric-not-reported", with_("metric.name", "val_auc"), "metric.name"),
     ("negative-cpu", with_("resources.cpu", -1), "resources.cpu"),
     ("negative-gpu", with_("resources.gpu", -0.5), "resources.gpu"),
@@ -139,7 +139,7 @@ def test_validate_prints_a_summary(tmp_path, capsys):
     spec.write_text(yaml.safe_dump(GOOD, sort_keys=False))
     assert main(["validate", str(spec)]) == 0
     out = capsys.readouterr().out
-    assert "ok" in out and "loss, n_negatives, lr" in out
+    assert "ok" in out and "loss, num_negatives, lr" in out
 
 
 def test_show_lists_every_knob_with_its_source(tmp_path, capsys):

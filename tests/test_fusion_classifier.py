@@ -153,7 +153,7 @@ def test_zero_weight_freezes_its_modules(data):
 
 
 def test_nan_loss_ends_the_trial(data, monkeypatch):
-    monkeypatch.setattr(losses, "info_nce", lambda a, b, temperature=0.1: torch.tensor(float("nan")))
+    monkeypatch.setattr(losses, "view_info_nce", lambda a, b, temperature=0.1: torch.tensor(float("nan")))
     with pytest.raises(NonFiniteLoss) as e:
         run(data)
     assert str(e.value) == "non-finite loss at epoch 1, step 0"

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
 import torch
 
 from helpers import torch_threads
-from trainables.losses import Loss, bpr
+from trainables.losses import RANKING_LOSSES, bpr
 from trainables.synthetic import generate
-from trainables import bpr_mf, get_model
+from trainables import get_model
 from trainables.loop import NonFiniteLoss, fit
 
 ENTRY = get_model("bpr_mf")
-CONFIG = {"dim": 16, "lr": 0.01, "batch_size": 128, "epochs": 4, "n_negatives": 2, "seed": 5}
+CONFIG = {"dim": 16, "lr": 0.01, "batch_size": 128, "epochs": 4, "num_negatives": 2, "seed": 5}
 TIMING = {"epoch_seconds", "eval_seconds", "peak_rss_mb"}  # machine-dependent: excluded from equality
 
 
@@ -87,7 +88,7 @@ def test_nan_loss_names_epoch_and_step(data, monkeypatch):
         loss = bpr(pos, neg)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(bpr_mf, "get_loss", lambda name: Loss(flaky, "sampled"))
+    monkeypatch.setitem(RANKING_LOSSES, "bpr", dataclasses.replace(RANKING_LOSSES["bpr"], fn=flaky))
     reports = []
     with pytest.raises(NonFiniteLoss) as info:
         fit(ENTRY, CONFIG, data, lambda m, g: reports.append(m))

@@ -142,4 +142,4 @@ def test_load_data_needs_item_features(tmp_path):
 def test_search_space_validates():
     spec = specmod.load("search_spaces/multimodal_phases.yaml")
     assert spec.model == "multimodal" and spec.metric.name == "val_ndcg_10"
-    assert {p.name for p in spec.space} >= {"loss", "n_negatives", "alpha_causal_p2", "phase1_epochs"}
+    assert {p.name for p in spec.space} >= {"loss", "num_negatives", "alpha_causal_p2", "phase1_epochs"}

@@ -22,7 +22,7 @@ model: bpr_mf
 fixed: {epochs: 3, seed: 7}
 space:
   loss: {type: categorical, choices: [bpr, bce, ce]}
-  n_negatives: {type: int, low: 2, high: 10, step: 2, when: {loss: [bpr, bce]}}
+  num_negatives: {type: int, low: 2, high: 10, step: 2, when: {loss: [bpr, bce]}}
   dim: {type: int, low: 4, high: 64, log: true}
   lr: {type: float, low: 1e-4, high: 1e-1, log: true}
   weight_decay: {type: float, low: 0.0, high: 0.1, step: 0.025}
@@ -82,7 +82,7 @@ def test_bpr_yaml_with_ask_tell():
         seen_ce |= config["loss"] == "ce"
         seen_bpr |= config["loss"] == "bpr"
         # inactive knobs are never suggested, so TPE never records them
-        assert ("n_negatives" in trial.params) == (config["loss"] == "bpr")
+        assert ("num_negatives" in trial.params) == (config["loss"] == "bpr")
         study.tell(trial, config["lr"])
     assert seen_ce and seen_bpr
 
@@ -98,13 +98,13 @@ def test_define_by_run_returns_only_constants_and_pickles():
 
 def test_condition_on_a_fixed_knob(tmp_path):
     spec = S.load(write(tmp_path, "s.yaml", "model: bpr_mf\nfixed: {loss: bce}\nspace:\n"
-                        "  n_negatives: {type: int, low: 1, high: 3, when: {loss: [bpr, bce]}}\n"))
+                        "  num_negatives: {type: int, low: 1, high: 3, when: {loss: [bpr, bce]}}\n"))
     config = SP.sample(spec, optuna.create_study().ask())
-    assert config["loss"] == "bce" and 1 <= config["n_negatives"] <= 3
+    assert config["loss"] == "bce" and 1 <= config["num_negatives"] <= 3
 
 
 def test_active():
-    p = S.Param("n_negatives", "int", low=1, high=8, when=(("loss", ("bpr", "bce")),))
+    p = S.Param("num_negatives", "int", low=1, high=8, when=(("loss", ("bpr", "bce")),))
     assert SP.active(p, {"loss": "bce"})
     assert not SP.active(p, {"loss": "ce"})
     assert not SP.active(p, {})

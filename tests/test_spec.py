@@ -11,14 +11,14 @@ import yaml
 
 from helpers import assert_location, raises_tuner_error, write
 from tuner import spec as S
-from trainables.losses import LOSSES
+from trainables.losses import accepted
 from trainables import MODELS
 from trainables.bpr_mf import Config as BPRConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 M = "model: bpr_mf\n"
 VALID_MODELS = "valid: " + ", ".join(MODELS)
-VALID_LOSSES = "valid: " + ", ".join(LOSSES)  # what bpr_mf accepts
+VALID_LOSSES = "valid: " + ", ".join(accepted("bpr_mf"))  # what bpr_mf accepts
 KNOBS = ", ".join(f.name for f in dataclasses.fields(BPRConfig))
 LOSS = "space:\n  loss: {type: categorical, choices: [bpr, ce]}\n"
 
@@ -87,17 +87,17 @@ BAD = {
     "unknown loss in fixed": (M + "fixed: {loss: hinge}\n", 2, "fixed.loss", VALID_LOSSES),
     "when: unknown knob": (M + "space:\n  dim: {type: int, low: 1, high: 8, when: {colour: red}}\n", 3,
                            "space.dim.when.colour", "not a categorical knob listed before"),
-    "when: later knob": (M + "space:\n  n_negatives: {type: int, low: 1, high: 8, when: {loss: bpr}}\n"
-                         "  loss: {type: categorical, choices: [bpr, ce]}\n", 3, "space.n_negatives.when.loss",
-                         "listed before n_negatives"),
+    "when: later knob": (M + "space:\n  num_negatives: {type: int, low: 1, high: 8, when: {loss: bpr}}\n"
+                         "  loss: {type: categorical, choices: [bpr, ce]}\n", 3, "space.num_negatives.when.loss",
+                         "listed before num_negatives"),
     "when: non-categorical knob": (M + "space:\n  dim: {type: int, low: 1, high: 8}\n"
-                                   "  n_negatives: {type: int, low: 1, high: 8, when: {dim: 4}}\n", 4,
-                                   "space.n_negatives.when.dim", "can only depend on a categorical knob"),
-    "when: value never sampled": (M + LOSS + "  n_negatives: {type: int, low: 1, high: 8, when: {loss: bce}}\n",
-                                  4, "space.n_negatives.when.loss", "'bce' is never sampled"),
+                                   "  num_negatives: {type: int, low: 1, high: 8, when: {dim: 4}}\n", 4,
+                                   "space.num_negatives.when.dim", "can only depend on a categorical knob"),
+    "when: value never sampled": (M + LOSS + "  num_negatives: {type: int, low: 1, high: 8, when: {loss: bce}}\n",
+                                  4, "space.num_negatives.when.loss", "'bce' is never sampled"),
     "when: fixed value never holds": (M + "fixed: {loss: ce}\nspace:\n"
-                                      "  n_negatives: {type: int, low: 1, high: 8, when: {loss: bpr}}\n",
-                                      4, "space.n_negatives.when.loss", "never"),
+                                      "  num_negatives: {type: int, low: 1, high: 8, when: {loss: bpr}}\n",
+                                      4, "space.num_negatives.when.loss", "never"),
     "metric not reported": (M + "metric: {name: val_auc}\n", 2, "metric.name", "valid: val_hr_10"),
     "metric at a cut-off not evaluated": (M + "metric: {name: val_ndcg_5}\n", 2, "metric.name", "unknown metric"),
     "non-positive cut-off": (M + "eval: {ks: [0, 10]}\n", 2, "eval.ks", "positive"),
@@ -145,8 +145,8 @@ def test_bpr_yaml_loads():
     spec = S.load(str(ROOT / "search_spaces" / "bpr.yaml"))
     assert spec.model == "bpr_mf" and spec.name == "bpr"
     by_name = {p.name: p for p in spec.space}
-    assert list(by_name) == ["loss", "n_negatives", "dim", "lr", "weight_decay", "batch_size"]
-    assert by_name["n_negatives"].when == (("loss", ("bpr",)),)
+    assert list(by_name) == ["loss", "num_negatives", "dim", "lr", "weight_decay", "batch_size"]
+    assert by_name["num_negatives"].when == (("loss", ("bpr",)),)
     assert by_name["lr"].log and by_name["lr"].low == pytest.approx(1e-4)
     assert by_name["dim"].choices == (16, 32, 64, 128)
     assert spec.fixed == {"epochs": 20} and spec.max_epochs() == 20

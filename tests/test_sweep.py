@@ -24,7 +24,7 @@ SPEC = {
     "fixed": {"epochs": 4, "batch_size": 256},
     "space": {
         "loss": {"type": "categorical", "choices": ["bpr", "ce"]},
-        "n_negatives": {"type": "int", "low": 1, "high": 4, "when": {"loss": "bpr"}},
+        "num_negatives": {"type": "int", "low": 1, "high": 4, "when": {"loss": "bpr"}},
         "lr": {"type": "float", "low": 1.0e-4, "high": 5.0e-2, "log": True},
     },
     "search": {"samples": 6, "concurrency": 2, "seed": 0},

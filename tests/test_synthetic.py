@@ -67,7 +67,7 @@ def test_planted_successor(data):
 def test_bpr_mf_beats_popularity(data):
     pop = metrics.popularity(data.train_counts(), data.split("valid"), (10,))["ndcg_10"]
     history = []
-    config = {"loss": "bpr", "n_negatives": 4, "dim": 32, "lr": 0.02, "epochs": 5, "batch_size": 256}
+    config = {"loss": "bpr", "num_negatives": 4, "dim": 32, "lr": 0.02, "epochs": 5, "batch_size": 256}
     fit(get_model("bpr_mf"), config, data, lambda m, _: history.append(m["val_ndcg_10"]), ks=(10,))
     assert len(history) == 5
     assert max(history) > 1.2 * pop, (history, pop)  # the best validation epoch, as a sweep reports it

@@ -1,8 +1,10 @@
 """BPR-MF: matrix factorisation with an item bias, trained with any registered loss.
 
-score(u, i) = <p_u, q_i> + b_i. Sampled losses draw `n_negatives` uniform items per positive
-(one vectorised randint on the trial's device); "ce" scores the whole catalogue instead, block by
-block (trainables.losses.linear_ce) so the [B, N] logits never exist.
+score(u, i) = <p_u, q_i> + b_i. Losses: every trainables.losses.RANKING_LOSSES entry that lists
+"bpr_mf", called by its kind. Sampled ones draw `num_negatives` uniform items per positive
+(trainables.negatives.NegativeSampler: one vectorised randint on the trial's device; the old name
+n_negatives still reads, with a deprecation line); full ones score the whole catalogue, block by
+block (the entry's `linear`) so the [B, N] logits never exist.
 `weight_decay` is the classic BPR L2 penalty on the embeddings a batch touches.
 
 `optimizer`: "adam" updates both whole tables every step (Adam moves rows with momentum even when
@@ -23,7 +25,8 @@ from torch import nn
 from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
-from trainables.losses import LOSSES, get_loss
+from trainables.losses import FULL, accepted, get_ranking_loss, loss_doc
+from trainables.negatives import NegativeSampler
 from trainables import kernels
 from trainables.loop import LazyAdam, RankingRecipe, adam
 from trainables.train_config import TrainConfig
@@ -33,7 +36,7 @@ OPTIMIZERS = {"adam": adam, "sparse_adam": LazyAdam}  # name -> (params, lr=) ->
 
 @dataclass(frozen=True)
 class Config(TrainConfig):
-    loss: str = choice("bpr", LOSSES, "bpr | bce | sampled_softmax | ce (full softmax over items)")
+    loss: str = choice("bpr", lambda: accepted("bpr_mf"), loss_doc("bpr_mf"))
     dim: int = bounded(64, low=1)
     # embedding tables only, no deep layers: a larger step and batch than the base (the defaults
     # bpr_mf has always had; search_spaces/bpr.yaml and the README's BPR results assume them)
@@ -41,12 +44,12 @@ class Config(TrainConfig):
     batch_size: int = bounded(1024, low=1)
     # weight_decay here is the classic BPR L2 penalty on the rows a batch touches, added to the
     # loss (see the module doc), not Adam's: the base field, read by train_epoch
-    n_negatives: int = bounded(1, low=1, doc="negatives per positive (sampled losses only)")
+    num_negatives: int = bounded(1, low=1, doc="negatives per positive (sampled losses only)", aliases=("n_negatives",))
     optimizer: str = choice("adam", OPTIMIZERS, "adam (whole tables per step) | sparse_adam (lazy: touched rows only)")
 
 
 def validate(cfg: Config) -> None:
-    if cfg.optimizer == "sparse_adam" and get_loss(cfg.loss).kind == "full":
+    if cfg.optimizer == "sparse_adam" and get_ranking_loss(cfg.loss, "bpr_mf").kind == FULL:
         raise TunerError(f"optimizer: sparse_adam needs a sampled loss; loss {cfg.loss} gives every item row a gradient")
     if cfg.optimizer == "sparse_adam" and cfg.grad_clip > 0:
         # lazy Adam updates row by row from sparse gradients (on the CPU inside one C call): no total norm to clip
@@ -133,7 +136,9 @@ class FusedLazyAdam:
 class BPRMFRecipe(RankingRecipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
-        self.loss = get_loss(cfg.loss)
+        self.loss = get_ranking_loss(cfg.loss, "bpr_mf")
+        self.loss_kwargs = self.loss.extra(cfg, data.n_items) if self.loss.extra else {}
+        self.sampler = NegativeSampler("uniform", data.train_counts(), device=device)  # seen items may be drawn (classic BPR)
         sparse = OPTIMIZERS[cfg.optimizer] is LazyAdam  # lazy Adam reads sparse embedding gradients
         self.model = MF(data.n_users, data.n_items, cfg.dim, sparse=sparse).to(device)
         self.optimizer = OPTIMIZERS[cfg.optimizer](self.model.parameters(), lr=cfg.lr)
@@ -146,26 +151,26 @@ class BPRMFRecipe(RankingRecipe):
             raise ValueError("bpr_mf: interaction ids outside the tables (the C kernel does not check bounds)")
 
     def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, float]:
-        cfg, model, n = self.cfg, self.model, self.data.n_items
+        cfg, model = self.cfg, self.model
         order = torch.randperm(self.users.shape[0], generator=gen, device=self.device)
         users, items = self.users[order], self.items[order]  # one gather per epoch, then contiguous slices
         total = torch.zeros((), device=self.device)
         steps = 0
         for step, start in enumerate(range(0, order.shape[0], cfg.batch_size)):
             u, i = users[start : start + cfg.batch_size], items[start : start + cfg.batch_size]  # [B], [B]
-            if self.loss.kind == "full":
+            if self.loss.kind == FULL:
                 a, b = model.factors(u)
                 loss = self.loss.linear(a, b, i)
                 touched = [a[:, : cfg.dim], model.item(i)[:, : cfg.dim]]
             else:
-                neg = torch.randint(n, (u.shape[0], cfg.n_negatives), generator=gen, device=self.device)  # [B, K]
+                neg = self.sampler.sample(u.shape[0], cfg.num_negatives, gen)  # [B, K]
                 ids = torch.cat([i[:, None], neg], dim=1)  # [B, 1+K]: the positive, then the negatives
                 if self.fused is not None:
                     total += self.fused_step(u, ids, epoch, step)
                     steps += 1
                     continue
                 scores, p, q = model(u, ids)  # [B, 1+K], [B, D], [B, 1+K, D]
-                loss = self.loss.fn(scores[:, 0], scores[:, 1:])
+                loss = self.loss.fn(scores[:, 0], scores[:, 1:], **self.loss_kwargs)
                 touched = [p, q]
             if cfg.weight_decay > 0:
                 loss = loss + cfg.weight_decay * sum(t.pow(2).sum() for t in touched) / u.shape[0]
@@ -180,7 +185,7 @@ class BPRMFRecipe(RankingRecipe):
         (the tables get none); `update` hands them to the C kernel instead of LazyAdam.step."""
         pos, neg, sq = self.fused.scores(users, items)  # [B], [B, K]
         l2 = self.cfg.weight_decay / users.shape[0]
-        loss = self.loss.fn(pos, neg) + l2 * sq
+        loss = self.loss.fn(pos, neg, **self.loss_kwargs) + l2 * sq
         self.pending = (users, items, pos, neg, l2)
         return self.optimize(loss, epoch, step)
 

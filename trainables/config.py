@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import types
 import typing
 from typing import Any, Callable, Literal, Mapping
@@ -24,14 +25,50 @@ def _no_line(_key: str) -> None:
     return None
 
 
-def choice(default: Any, choices: typing.Iterable[Any], doc: str = "") -> Any:
-    """A field whose value must be one of `choices` (e.g. a registry's names)."""
-    return dataclasses.field(default=default, metadata={"choices": tuple(choices), "doc": doc})
+def choice(default: Any, choices: typing.Iterable[Any] | Callable[[], typing.Iterable[Any]], doc: str = "") -> Any:
+    """A field whose value must be one of `choices` (e.g. a registry's names).
+
+    A callable is read at every check, so an entry added to a registry later is a valid choice."""
+    return dataclasses.field(default=default, metadata={"choices": choices if callable(choices) else tuple(choices),
+                                                        "doc": doc})
 
 
-def bounded(default: Any, low: float | None = None, high: float | None = None, doc: str = "") -> Any:
-    """A numeric field with inclusive bounds."""
-    return dataclasses.field(default=default, metadata={"low": low, "high": high, "doc": doc})
+def choices_of(f: dataclasses.Field) -> tuple[Any, ...] | None:
+    """The valid values of a `choice` field now (None for other fields)."""
+    c = f.metadata.get("choices")
+    return tuple(c()) if callable(c) else c
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None, doc: str = "",
+            aliases: tuple[str, ...] = ()) -> Any:
+    """A numeric field with inclusive bounds; `aliases` are its deprecated names (see resolve_aliases)."""
+    return dataclasses.field(default=default, metadata={"low": low, "high": high, "doc": doc, "aliases": aliases})
+
+
+_warned: set[tuple[str, str, str]] = set()  # (file or config module, old, new): one deprecation line each per process
+
+
+def resolve_aliases(cls: type, raw: Mapping[str, Any], file: str | None = None, prefix: str = "",
+                    line_of: LineOf = _no_line) -> Mapping[str, Any]:
+    """`raw` with deprecated key names (a field's metadata `aliases`) renamed to the field's name.
+
+    Prints one line on stderr per file and old name; an old and a new name both given is an error."""
+    renames = {a: f.name for f in dataclasses.fields(cls) for a in f.metadata.get("aliases", ())}
+    if not isinstance(raw, Mapping) or not renames.keys() & raw.keys():
+        return raw
+    out = {}
+    for k, v in raw.items():
+        new = renames.get(k, k)
+        if new != k:
+            if new in raw:
+                key = f"{prefix}{k}"
+                raise TunerError(f"{where(file, key, line_of(key))}: {k} is the old name of {new}; give only {new}")
+            source = file or cls.__module__
+            if (source, k, new) not in _warned:
+                _warned.add((source, k, new))
+                print(f"{source}: {k} is deprecated; use {new}", file=sys.stderr)
+        out[new] = v
+    return out
 
 
 def text(default: str | None, max_len: int, doc: str = "") -> Any:
@@ -158,9 +195,9 @@ def cast(value: Any, tp: Any, key: str, file: str | None = None, line_of: LineOf
 
 def check_field(f: dataclasses.Field, value: Any, key: str, file: str | None, line_of: LineOf) -> None:
     """Apply a field's `choices`/`low`/`high` metadata to a cast value."""
-    meta = f.metadata
-    if "choices" in meta and value not in meta["choices"]:
-        valid = ", ".join(map(str, meta["choices"]))
+    meta, choices = f.metadata, choices_of(f)
+    if choices is not None and value not in choices:
+        valid = ", ".join(map(str, choices))
         raise TunerError(f"{where(file, key, line_of(key))}: unknown {f.name} {excerpt(value)}; valid: {valid}")
     low, high = meta.get("low"), meta.get("high")
     if value is not None and isinstance(value, (int, float)):
@@ -196,6 +233,7 @@ def build(
     if not isinstance(raw, Mapping):
         key = prefix.rstrip(".") or "<top level>"
         raise TunerError(f"{where(file, key, line_of(key))}: expected a mapping, got {excerpt(raw)}")
+    raw = resolve_aliases(cls, raw, file, prefix, line_of)
     known = fields_of(cls)
     for k in raw:
         if k not in known:

@@ -144,7 +144,7 @@ class FusionRecipe(Recipe):  # a classifier: evaluate, no score_users (trainable
         out = {"cls": self._cls(logits, y)}
         if e.shape[0] >= 2:
             out["contrastive"] = torch.stack([
-                losses.info_nce(m.projections[a](e[:, a]), m.projections[b](e[:, b]), c.temperature)
+                losses.view_info_nce(m.projections[a](e[:, a]), m.projections[b](e[:, b]), c.temperature)
                 for a, b in self.pairs]).mean()
         else:
             out["contrastive"] = torch.zeros((), device=e.device)

@@ -1,21 +1,28 @@
-"""Recommendation losses: plain functions in one registry.
+"""Recommendation losses: plain functions, and one registry (RANKING_LOSSES) that is their single source.
 
-Two shapes, told apart by `Loss.kind`:
-- "sampled": fn(pos [B], neg [B, K]) -> scalar; scores of each positive and its K negatives;
+Three call shapes (`RankingLoss.kind`), the only thing a model dispatches on:
+- "sampled": fn(pos [B], neg [B, K], **extra) -> scalar; scores of each positive and its K negatives;
+- "inbatch": fn(logits [B, M], targets [B], log_q [M] | None) -> scalar; each row scored against the
+             M distinct positives of the batch (in-batch negatives), targets index into M;
 - "full":    fn(logits [B, N], targets [B]) -> scalar; scores over the whole catalogue. Where
-             logits = q @ k.T, `Loss.linear(q, k, targets)` gives the same loss without the logits.
-Models score, losses compare: no loss knows which model produced its scores.
+             logits = q @ k.T, `RankingLoss.linear(q, k, targets)` gives the same loss without the logits.
+Models score, losses compare: no loss knows which model produced its scores. An entry also names the
+models that accept it (their `loss` knob's choices are read from here) and its floor.
+Auxiliary losses (reconstruction, classification, two-view InfoNCE, ...) follow; the two with a
+`kind` knob have their own small registries in the same style.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from trainables.errors import TunerError
+from trainables.negatives import check_unused
 
 
 def bpr(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -94,41 +101,6 @@ def linear_ce(q: torch.Tensor, k: torch.Tensor, targets: torch.Tensor) -> torch.
     return _LinearCE.apply(q, k, targets, rows, (on and q.requires_grad, on and k.requires_grad))
 
 
-@dataclass(frozen=True)
-class Loss:
-    fn: Callable[..., torch.Tensor]
-    kind: str  # "sampled" or "full"
-    # "full" losses only: fn(q @ k.T, targets) from factors q [B, d], k [N, d], never forming the logits
-    linear: Callable[..., torch.Tensor] | None = None
-
-
-LOSSES: dict[str, Loss] = {
-    "bpr": Loss(bpr, "sampled"),
-    "bce": Loss(bce, "sampled"),
-    "sampled_softmax": Loss(sampled_softmax, "sampled"),
-    "ce": Loss(full_ce, "full", linear=linear_ce),
-}
-
-
-def lookup(registry: dict[str, Loss], name: str) -> Loss:
-    """registry[name], or a TunerError listing the valid names."""
-    try:
-        return registry[name]
-    except KeyError:
-        raise TunerError(f"unknown loss {name!r}; valid: {', '.join(registry)}") from None
-
-
-def get_loss(name: str) -> Loss:
-    return lookup(LOSSES, name)
-
-
-# --- Ranking losses of the two-tower and SASRec trainables (trainables/two_tower.py, sasrec.py) ---
-# They extend LOSSES in their own registry, so bpr_mf (which only knows "sampled"/"full") does not
-# start accepting them. A third shape joins the two above:
-# - "inbatch": fn(logits [B, M], targets [B], log_q [M] | None) -> scalar; every row scored
-#   against the M distinct positives of the batch (in-batch negatives), targets index into M.
-
-
 def gbce(pos: torch.Tensor, neg: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """gSASRec's generalised BCE (Petrov & Macdonald, RecSys 2023), mean over rows of
 
@@ -143,18 +115,18 @@ def gbce(pos: torch.Tensor, neg: torch.Tensor, beta: float = 1.0) -> torch.Tenso
     return (beta * F.softplus(-pos) + F.softplus(neg).sum(1)).mean()
 
 
-def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
-    """beta = alpha * (t * (1 - 1/alpha) + 1/alpha) with sampling rate alpha = n_negatives / (N - 1).
+def gbce_beta(num_negatives: int, n_items: int, t: float) -> float:
+    """beta = alpha * (t * (1 - 1/alpha) + 1/alpha) with sampling rate alpha = num_negatives / (N - 1).
 
     t = 0 gives beta = 1 (BCE), t = 1 gives beta = alpha (fully calibrated). alpha is capped at 1:
     with as many negatives as items (sampling with replacement) there is nothing to correct.
     """
-    alpha = min(1.0, n_negatives / max(n_items - 1, 1))
+    alpha = min(1.0, num_negatives / max(n_items - 1, 1))
     return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 
 
-def infonce(logits: torch.Tensor, targets: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
-    """Softmax cross-entropy against the batch's positives (in-batch negatives, InfoNCE).
+def inbatch_softmax(logits: torch.Tensor, targets: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax cross-entropy against the batch's positives (in-batch negatives; registered as "infonce").
 
     logits [B, M]: each row scored against the M distinct positive items of the batch; targets [B]
     index the row's own positive among them. With log_q [M] (log of each item's probability of
@@ -174,16 +146,91 @@ def bce_positives(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return F.softplus(-pos).mean()
 
 
-RANKING_LOSSES: dict[str, Loss] = {
-    **LOSSES,
-    "bce_positives": Loss(bce_positives, "sampled"),
-    "gbce": Loss(gbce, "sampled"),
-    "infonce": Loss(infonce, "inbatch"),
+# --- The ranking-loss registry: the single source of which loss exists, how it is called, who takes it ---
+
+SAMPLED, INBATCH, FULL = "sampled", "inbatch", "full"  # the call shapes of the module docstring
+ALL_MODELS = ("bpr_mf", "multimodal", "sasrec", "two_tower")  # the trainables.MODELS that rank items
+
+
+def _softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+@dataclass(frozen=True)
+class RankingLoss:
+    """One ranking loss: its function, its call shape, the models that accept it, its floor.
+
+    A model accepts a loss iff its name is in `models`, and calls it by `kind` alone: models have
+    no branch on a loss's name, so a new loss is one function plus one entry here.
+    """
+
+    fn: Callable[..., torch.Tensor]
+    kind: str  # SAMPLED, INBATCH or FULL
+    models: tuple[str, ...]  # trainables.MODELS names whose `loss` knob accepts it
+    # infimum of the loss when every logit lies in [-s, s] (positives at +s, negatives at -s), as
+    # floor(s, k) with k negatives per positive; reported by models with bounded logits (two_tower)
+    floor: Callable[[float, int], float] | None = None
+    linear: Callable[..., torch.Tensor] | None = None  # FULL: fn(q @ k.T, t) from factors, no logits
+    knobs: tuple[str, ...] = ()  # config knobs only this loss reads (rejected off their default otherwise)
+    extra: Callable[[Any, int], dict] | None = None  # (config, n_items) -> keyword arguments of fn
+    bounded_logits_ok: bool = True  # False: meaningless on logits bounded to [-1, 1] (cosine scores)
+
+
+RANKING_LOSSES: dict[str, RankingLoss] = {
+    "bpr": RankingLoss(bpr, SAMPLED, ALL_MODELS, floor=lambda s, k: _softplus(-2 * s)),
+    "bce": RankingLoss(bce, SAMPLED, ALL_MODELS, floor=lambda s, k: 2 * _softplus(-s)),  # two means
+    "sampled_softmax": RankingLoss(sampled_softmax, SAMPLED, ALL_MODELS,
+                                   floor=lambda s, k: math.log1p(k * math.exp(-2 * s))),
+    "ce": RankingLoss(full_ce, FULL, ("bpr_mf", "multimodal", "sasrec"), linear=linear_ce),
+    "gbce": RankingLoss(gbce, SAMPLED, ("sasrec",), knobs=("gbce_t",), bounded_logits_ok=False,
+                        extra=lambda cfg, n: {"beta": gbce_beta(cfg.num_negatives, n, cfg.gbce_t)}),
+    "infonce": RankingLoss(inbatch_softmax, INBATCH, ("sasrec", "two_tower"), knobs=("logq_correction",)),
+    "bce_positives": RankingLoss(bce_positives, SAMPLED, ("two_tower",), floor=lambda s, k: _softplus(-s)),
 }
 
 
-def get_ranking_loss(name: str) -> Loss:
-    return lookup(RANKING_LOSSES, name)
+def lookup(registry: Mapping[str, Any], name: str, what: str = "loss") -> Any:
+    """registry[name], or a one-line TunerError naming the valid choices."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise TunerError(f"unknown {what} {name!r}; valid: {', '.join(registry)}") from None
+
+
+def accepted(model: str) -> tuple[str, ...]:
+    """Names of the ranking losses `model` accepts, in registry order (its `loss` knob's choices)."""
+    return tuple(name for name, entry in RANKING_LOSSES.items() if model in entry.models)
+
+
+def get_ranking_loss(name: str, model: str | None = None) -> RankingLoss:
+    """The entry of loss `name`; with `model`, only if that model accepts it."""
+    if model is None:
+        return lookup(RANKING_LOSSES, name)
+    return lookup({n: RANKING_LOSSES[n] for n in accepted(model)}, name)
+
+
+def check_loss_knobs(cfg: Any, default: Any, model: str) -> RankingLoss:
+    """cfg.loss's entry, after rejecting knobs of `model`'s other losses that differ from `default`:
+    a sweep never logs a value that did nothing."""
+    loss = get_ranking_loss(cfg.loss, model)
+    owners: dict[str, list[str]] = {}
+    for name in accepted(model):
+        for knob in RANKING_LOSSES[name].knobs:
+            owners.setdefault(knob, []).append(name)
+    for knob, names in owners.items():
+        if knob not in loss.knobs and hasattr(cfg, knob):
+            check_unused(cfg, default, (knob,), f"with loss {cfg.loss} (only {', '.join(names)})")
+    return loss
+
+
+def loss_doc(model: str) -> str:
+    """The `loss` knob's note in `tuner show`: the choices at import time, and where they come from."""
+    return " | ".join(accepted(model)) + " (trainables.losses.RANKING_LOSSES)"
+
+
+def sampled_losses(model: str) -> str:
+    """'a, b, c': the losses of `model` that draw negatives, for messages."""
+    return ", ".join(n for n in accepted(model) if RANKING_LOSSES[n].kind == SAMPLED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,25 +241,26 @@ def get_ranking_loss(name: str) -> Loss:
 # values on tiny tensors live in tests/test_aux_losses.py.
 # ---------------------------------------------------------------------------------------------
 
-import math as _math  # noqa: E402  (kept inside this appended section)
 
-RECONSTRUCTION_LOSSES = ("mse", "smooth_l1", "bce")
-CLASSIFICATION_LOSSES = ("ce", "bce", "focal")
+@dataclass(frozen=True)
+class AuxLoss:
+    """One choice of an auxiliary loss knob (recon_loss, cls_loss): fn(pred, target) -> [B, ...] per entry."""
+
+    fn: Callable[..., torch.Tensor]
+
+
+RECONSTRUCTION_LOSSES: dict[str, AuxLoss] = {
+    "mse": AuxLoss(lambda pred, target: F.mse_loss(pred, target, reduction="none")),  # (pred - target)^2
+    # Huber with beta 1: 0.5 d^2 if |d| < 1 else |d| - 0.5
+    "smooth_l1": AuxLoss(lambda pred, target: F.smooth_l1_loss(pred, target, beta=1.0, reduction="none")),
+    # `pred` are logits of a multi-hot `target`
+    "bce": AuxLoss(lambda pred, target: F.binary_cross_entropy_with_logits(pred, target, reduction="none")),
+}
 
 
 def reconstruction(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Mean reconstruction error over all entries.
-
-    mse: (pred - target)^2; smooth_l1: Huber with beta 1 (0.5 d^2 if |d| < 1 else |d| - 0.5);
-    bce: `pred` are logits of a multi-hot `target` (binary cross-entropy with logits).
-    """
-    if kind == "mse":
-        return F.mse_loss(pred, target)
-    if kind == "smooth_l1":
-        return F.smooth_l1_loss(pred, target, beta=1.0)
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(pred, target)
-    raise TunerError(f"unknown reconstruction loss {kind!r}; valid: {', '.join(RECONSTRUCTION_LOSSES)}")
+    """Mean reconstruction error over all entries (RECONSTRUCTION_LOSSES[kind] per entry)."""
+    return lookup(RECONSTRUCTION_LOSSES, kind, "reconstruction loss").fn(pred, target).mean()
 
 
 def squared_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -235,13 +283,14 @@ def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     """
     z = F.normalize(x.float(), dim=-1)
     d2 = torch.pdist(z, p=2).pow(2)
-    return torch.logsumexp(-t * d2, dim=0) - _math.log(d2.numel())
+    return torch.logsumexp(-t * d2, dim=0) - math.log(d2.numel())
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def view_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """Symmetric InfoNCE between paired rows of a [B, P] and b [B, P] (row i of a matches row i of b).
 
-    Two views of the same samples (seed 004's modality projections); not the ranking `infonce` above.
+    Two views of the same samples (seed 004's modality projections); not the ranking loss
+    `inbatch_softmax` ("infonce"), which scores users against items.
 
     Rows are L2-normalised; logits = a b^T / temperature; loss = (CE(logits, arange) +
     CE(logits^T, arange)) / 2 (CLIP's loss).
@@ -258,6 +307,26 @@ def gate_regularization(gates: torch.Tensor) -> torch.Tensor:
     return (gates - 0.5).pow(2).mean()
 
 
+def _focal(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per sample -(1 - p_y)^gamma log p_y (gamma 0 = ce)."""
+    logp = F.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
+    return -(1.0 - logp.exp()).clamp(min=0.0).pow(gamma) * logp
+
+
+def _one_vs_rest(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per sample: mean over classes of the one-vs-rest binary cross-entropy with logits."""
+    onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").mean(1)
+
+
+# fn(logits [B, C], target [B], gamma) -> per-sample loss [B]
+CLASSIFICATION_LOSSES: dict[str, AuxLoss] = {
+    "ce": AuxLoss(lambda logits, target, gamma: F.cross_entropy(logits, target, reduction="none")),  # -log p_y
+    "bce": AuxLoss(_one_vs_rest),
+    "focal": AuxLoss(_focal),
+}
+
+
 def classification(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -265,23 +334,12 @@ def classification(
     class_weights: torch.Tensor | None = None,
     gamma: float = 2.0,
 ) -> torch.Tensor:
-    """Classification loss of logits [B, C] for integer targets [B].
+    """Classification loss of logits [B, C] for integer targets [B] (CLASSIFICATION_LOSSES[kind] per sample).
 
-    Per sample: ce: -log p_y (NLL of the softmax); focal: -(1 - p_y)^gamma log p_y (gamma 0 = ce);
-    bce: mean over classes of the one-vs-rest binary cross-entropy with logits.
     With class_weights w [C] the result is sum_i w_{y_i} l_i / sum_i w_{y_i} (PyTorch's weighted
     CE convention); without, the plain mean.
     """
-    if kind == "ce":
-        per = F.cross_entropy(logits, target, reduction="none")
-    elif kind == "focal":
-        logp = F.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
-        per = -(1.0 - logp.exp()).clamp(min=0.0).pow(gamma) * logp
-    elif kind == "bce":
-        onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
-        per = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").mean(1)
-    else:
-        raise TunerError(f"unknown classification loss {kind!r}; valid: {', '.join(CLASSIFICATION_LOSSES)}")
+    per = lookup(CLASSIFICATION_LOSSES, kind, "classification loss").fn(logits, target, gamma)
     if class_weights is None:
         return per.mean()
     w = class_weights[target]

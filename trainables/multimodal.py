@@ -11,8 +11,9 @@ Model
     score:   s(u, i) = <h_u, v_i> + b_i, over the whole catalogue at evaluation (the default
              full-ranking RankingRecipe.evaluate: HR/NDCG/MRR@K with seen items masked).
     Training examples are all training interactions but each user's first, each predicted from
-    the items before it. Rec loss: any trainables.losses ranking loss; "ce" is the full softmax over
-    the catalogue, the sampled ones (seed 002: "bpr") draw `n_negatives` uniform items per positive.
+    the items before it. Rec loss: a RANKING_LOSSES entry listing "multimodal", called by kind: full
+    ("ce") is the softmax over the catalogue, sampled ones (seed 002: "bpr") draw `num_negatives`
+    (old name n_negatives, deprecated) uniform items per positive (trainables.negatives.NegativeSampler).
 
 Auxiliary losses, on the step's "aux items": its target items plus as many uniform items,
 deduplicated. Each has an alpha per phase (trainables.schedules.PhaseSchedule, with a linear
@@ -57,7 +58,9 @@ from trainables import metrics as M
 from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
+from trainables.losses import FULL
 from trainables.loop import RankingRecipe, adam
+from trainables.negatives import NegativeSampler
 from trainables.train_config import TrainConfig
 from trainables.schedules import PhaseSchedule
 
@@ -67,8 +70,9 @@ GRAD_EVERY = 10  # steps between measurements of the rec:aux gradient ratio
 
 @dataclass(frozen=True)
 class Config(TrainConfig):
-    loss: str = choice("bpr", losses.LOSSES, "rec loss: bpr | bce | sampled_softmax | ce (full softmax)")
-    n_negatives: int = bounded(4, low=1, doc="negatives per positive, sampled losses (seed 002: 4)")
+    loss: str = choice("bpr", lambda: losses.accepted("multimodal"), "rec loss: " + losses.loss_doc("multimodal"))
+    num_negatives: int = bounded(4, low=1, doc="negatives per positive, sampled losses (seed 002: 4)",
+                                 aliases=("n_negatives",))
     dim: int = bounded(64, low=1)
     fusion: str = choice("gate", ("gate", "sum"), "id/content fusion")
     encoder: str = choice("mean", ("mean", "transformer"), "user encoder over the history")
@@ -76,7 +80,7 @@ class Config(TrainConfig):
     n_layers: int = bounded(1, low=1, doc="transformer encoder only")
     n_heads: int = bounded(2, low=1, doc="transformer encoder only; must divide dim")
     dropout: float = bounded(0.1, low=0.0, high=0.9, doc="transformer encoder only")
-    recon_loss: str = choice("auto", ("auto", "mse", "smooth_l1", "bce"), "auto: bce for 0/1 features")
+    recon_loss: str = choice("auto", ("auto", *losses.RECONSTRUCTION_LOSSES), "auto: bce for 0/1 features")
     uniformity_t: float = bounded(2.0, low=1e-6, doc="temperature of the diversity (uniformity) term")
     # three phases (seed 002's BPR table): lengths of phases 1 and 2; phase 3 runs to the end
     phase1_epochs: int = bounded(10, low=0)
@@ -225,7 +229,9 @@ class MultimodalRecipe(RankingRecipe):
             raise TunerError(f"{data.name}: model multimodal needs item content features (data.item_attributes)")
         self.model = MultimodalRec(cfg, data.item_features).to_device(device)
         self.optimizer = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.rec = losses.get_loss(cfg.loss)
+        self.rec = losses.get_ranking_loss(cfg.loss, "multimodal")
+        self.loss_kwargs = self.rec.extra(cfg, data.n_items) if self.rec.extra else {}
+        self.sampler = NegativeSampler("uniform", data.train_counts(), device=device)  # negatives and aux items
         self.schedule = schedule(cfg)
         binary = bool(np.isin(data.item_features, (0.0, 1.0)).all())
         self.recon_kind = ("bce" if binary else "mse") if cfg.recon_loss == "auto" else cfg.recon_loss
@@ -245,74 +251,80 @@ class MultimodalRecipe(RankingRecipe):
             mod.requires_grad_(alphas[name] > 0)
 
     def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, float]:
-        cfg, model, dev = self.cfg, self.model, self.device
-        n_items = self.data.n_items
+        cfg, dev = self.cfg, self.device
         alphas = self.schedule.alphas_at(epoch)
         self._set_frozen(alphas)
-        shared = model.shared_parameters()
-        params = [p for p in model.parameters() if p.requires_grad]
+        shared = self.model.shared_parameters()
+        params = [p for p in self.model.parameters() if p.requires_grad]
         order = torch.randperm(self.ex_pos.shape[0], generator=gen, device=dev)
         sums = {k: torch.zeros((), device=dev) for k in ("train_loss", "loss_rec", *(f"loss_{a}" for a in AUX))}
-        grad_sum, rec_g, aux_g, probes, steps = 0.0, 0.0, 0.0, 0, 0
+        grads, steps = {"grad_norm": 0.0, "rec": 0.0, "aux": 0.0, "probes": 0}, 0  # sums over steps (probes: measured)
         for step, start in enumerate(range(0, order.shape[0], cfg.batch_size)):
-            b = order[start : start + cfg.batch_size]
-            p = self.ex_pos[b]
-            target = self.items[p]
-            hist, valid = histories(self.items, self.ex_start[b], p, _width(p - self.ex_start[b], cfg.max_len))
-            extra = torch.randint(n_items, (b.shape[0],), generator=gen, device=dev)
-            aux_items = torch.unique(torch.cat([target, extra]))
-            if self.rec.kind == "full":
-                table = model.fuse()  # [N, D]
-                h = model.encode(table[hist], valid)
-                # scores h @ table.T + bias, as factors [h, 1] @ [table, bias].T: blockwise, no [B, N] logits
-                rec = self.rec.linear(torch.cat([h, torch.ones_like(h[:, :1])], 1),
-                                      torch.cat([table, model.item_bias.weight], 1), target)
-                v_aux = table[aux_items]
-            else:
-                neg = torch.randint(n_items, (b.shape[0], cfg.n_negatives), generator=gen, device=dev)
-                flat = torch.cat([hist.reshape(-1), target, neg.reshape(-1), aux_items])
-                uniq, inv = torch.unique(flat, return_inverse=True)
-                vec = model.fuse(uniq)[inv]
-                nh, nb, nn_ = hist.numel(), target.shape[0], neg.numel()
-                h = model.encode(vec[:nh].view(*hist.shape, -1), valid)
-                v_pos = vec[nh : nh + nb]
-                v_neg = vec[nh + nb : nh + nb + nn_].view(*neg.shape, -1)
-                pos_s = (h * v_pos).sum(-1) + model.item_bias(target).squeeze(-1)
-                neg_s = (h[:, None, :] * v_neg).sum(-1) + model.item_bias(neg).squeeze(-1)
-                rec = self.rec.fn(pos_s, neg_s)
-                v_aux = vec[nh + nb + nn_ :]
+            rec, v_aux, aux_items = self._rec_loss(order[start : start + cfg.batch_size], gen)
             terms = self._aux_terms(v_aux, aux_items, alphas)
             aux = sum((alphas[a] * terms[a] for a in AUX if alphas[a] > 0), torch.zeros((), device=dev))
             total = rec + aux
-            probe = step % GRAD_EVERY == 0
-            if probe:  # the rec loss's own gradient on the shared parameters (leaves .grad alone)
-                g_rec = torch.autograd.grad(rec, shared, retain_graph=True, allow_unused=True)
-            norms = []  # [total grad norm, (rec, aux) norms on probe steps], all before clipping
-
-            def measure():
-                norms.append(_norm([q.grad for q in params]))
-                self.check_finite(norms[0], epoch, step)
-                if probe:
-                    norms.append((float(_norm(g_rec)), float(_norm(
-                        [None if q.grad is None else q.grad - (g if g is not None else 0)
-                         for q, g in zip(shared, g_rec)]))))
-
-            self.optimize(total, epoch, step, measure)
-            if probe:
-                rec_g, aux_g, probes = rec_g + norms[1][0], aux_g + norms[1][1], probes + 1
-            grad_sum += float(norms[0])
+            self._backward_step(total, rec, shared, params, grads, epoch, step)
             for k, v in (("train_loss", total), ("loss_rec", rec), *((f"loss_{a}", terms[a]) for a in AUX)):
                 sums[k] += v.detach()
             steps += 1
         out = {k: (v / max(steps, 1)).item() for k, v in sums.items()}
         out.update({f"alpha_{a}": alphas[a] for a in AUX})
-        out["phase"] = float(self.schedule.phase(epoch))
-        out["grad_norm"] = grad_sum / max(steps, 1)
-        rec_n, aux_n = rec_g / max(probes, 1), aux_g / max(probes, 1)
-        out["rec_grad_norm"] = rec_n if probes else float("nan")
-        out["aux_grad_norm"] = aux_n if probes else 0.0
-        out["grad_ratio"] = rec_n / aux_n if probes and aux_n > 0 else float("nan")
-        return out
+        out.update(phase=float(self.schedule.phase(epoch)), grad_norm=grads["grad_norm"] / max(steps, 1))
+        return out | _ratio_metrics(grads["rec"], grads["aux"], grads["probes"])
+
+    def _rec_loss(self, b: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rec loss of examples b [B], dispatched on the loss's kind; also the aux items [A] and their vectors [A, D].
+
+        Draw order (aux items, then negatives) is the generator's stream: keep it, seeded runs repeat."""
+        p = self.ex_pos[b]
+        target = self.items[p]  # [B]
+        hist, valid = histories(self.items, self.ex_start[b], p, _width(p - self.ex_start[b], self.cfg.max_len))
+        extra = self.sampler.sample(b.shape[0], 1, gen)[:, 0]  # [B] uniform items for the auxiliary terms
+        aux_items = torch.unique(torch.cat([target, extra]))
+        if self.rec.kind == FULL:
+            return (*self._full_rec(hist, valid, target, aux_items), aux_items)
+        return (*self._sampled_rec(hist, valid, target, aux_items, gen), aux_items)
+
+    def _full_rec(self, hist, valid, target, aux_items) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss over the whole catalogue, aux item vectors): every item vector is computed anyway."""
+        model, table = self.model, self.model.fuse()  # table [N, D]
+        h = model.encode(table[hist], valid)
+        # scores h @ table.T + bias, as factors [h, 1] @ [table, bias].T: blockwise, no [B, N] logits
+        rec = self.rec.linear(torch.cat([h, torch.ones_like(h[:, :1])], 1),
+                              torch.cat([table, model.item_bias.weight], 1), target)
+        return rec, table[aux_items]
+
+    def _sampled_rec(self, hist, valid, target, aux_items, gen) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss on num_negatives sampled items per positive, aux item vectors): one fuse of the distinct items."""
+        model, neg = self.model, self.sampler.sample(target.shape[0], self.cfg.num_negatives, gen)  # neg [B, K]
+        flat = torch.cat([hist.reshape(-1), target, neg.reshape(-1), aux_items])
+        uniq, inv = torch.unique(flat, return_inverse=True)
+        vec = model.fuse(uniq)[inv]
+        nh, nb, nn_ = hist.numel(), target.shape[0], neg.numel()
+        h = model.encode(vec[:nh].view(*hist.shape, -1), valid)
+        v_pos, v_neg = vec[nh : nh + nb], vec[nh + nb : nh + nb + nn_].view(*neg.shape, -1)  # [B, D], [B, K, D]
+        pos_s = (h * v_pos).sum(-1) + model.item_bias(target).squeeze(-1)  # [B]
+        neg_s = (h[:, None, :] * v_neg).sum(-1) + model.item_bias(neg).squeeze(-1)  # [B, K]
+        return self.rec.fn(pos_s, neg_s, **self.loss_kwargs), vec[nh + nb + nn_ :]
+
+    def _backward_step(self, total, rec, shared, params, grads: dict, epoch: int, step: int) -> None:
+        """optimize() on `total`; its inspect hook adds the gradient norm before clipping (every GRAD_EVERY
+        steps also the rec/aux norms on `shared`) to `grads`."""
+        probe = step % GRAD_EVERY == 0
+        g_rec = torch.autograd.grad(rec, shared, retain_graph=True, allow_unused=True) if probe else None
+
+        def measure():  # .grad: the total's gradients, not yet clipped
+            gnorm = _norm([q.grad for q in params])
+            self.check_finite(gnorm, epoch, step)
+            grads["grad_norm"] += float(gnorm)
+            if probe:
+                grads["rec"] += float(_norm(g_rec))
+                grads["aux"] += float(_norm([None if q.grad is None else q.grad - (g if g is not None else 0)
+                                             for q, g in zip(shared, g_rec)]))
+                grads["probes"] += 1
+
+        self.optimize(total, epoch, step, measure)
 
     def _aux_terms(self, v: torch.Tensor, items: torch.Tensor, alphas: dict[str, float]) -> dict[str, torch.Tensor]:
         """Raw values of the three auxiliary terms; a term whose alpha is 0 is computed without grad."""
@@ -335,10 +347,8 @@ class MultimodalRecipe(RankingRecipe):
 
     # -- evaluation ----------------------------------------------------------------------------
     def _split_tensors(self, split: str):
-        if split not in self._eval:
-            indptr, items = self.data.sequences(split)
-            dev = self.device
-            self._eval[split] = (torch.as_tensor(indptr, device=dev), torch.as_tensor(items, device=dev))
+        if split not in self._eval:  # (indptr, items) of the split's sequences, on the device once
+            self._eval[split] = tuple(torch.as_tensor(a, device=self.device) for a in self.data.sequences(split))
         return self._eval[split]
 
     @torch.no_grad()
@@ -353,8 +363,7 @@ class MultimodalRecipe(RankingRecipe):
     def score_users(self, split: str, start: int, stop: int) -> torch.Tensor:
         model = self.model
         indptr, items = self._split_tensors(split)
-        table = getattr(self, "_table", None)
-        table = model.fuse() if table is None else table
+        table = model.fuse() if getattr(self, "_table", None) is None else self._table
         starts, ends = indptr[start:stop], indptr[start + 1 : stop + 1]
         hist, valid = histories(items, starts, ends, _width(ends - starts, self.cfg.max_len))
         h = model.encode(table[hist], valid)
@@ -374,8 +383,14 @@ def _width(lengths: torch.Tensor, max_len: int) -> int:
     return max(1, min(max_len, int(lengths.max()) if lengths.numel() else 1))
 
 
+def _ratio_metrics(rec: float, aux: float, probes: int) -> dict[str, float]:
+    """Epoch means of the measured rec and aux gradient norms and their ratio (NaN when unmeasured)."""
+    rec_n, aux_n = rec / max(probes, 1), aux / max(probes, 1)
+    return {"rec_grad_norm": rec_n if probes else float("nan"), "aux_grad_norm": aux_n if probes else 0.0,
+            "grad_ratio": rec_n / aux_n if probes and aux_n > 0 else float("nan")}
+
+
 def _norm(grads) -> torch.Tensor:
+    """L2 norm of all given gradients together (None: no gradient), 0 for none."""
     gs = [g for g in grads if g is not None]
-    if not gs:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gs]))
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gs])) if gs else torch.zeros(())

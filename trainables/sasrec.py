@@ -7,12 +7,11 @@ SASRec.pytorch): the state at position t scores candidates for item t+1 through 
 Knobs (Config; every default below is the only default):
 - architecture: maxlen, hidden_units, num_blocks, num_heads, dropout, norm_first
   (pre-LN: x + f(LN(x)) with a final LayerNorm; post-LN: LN(x + f(x)), the original Transformer);
-- loss (trainables.losses.RANKING_LOSSES):
-    bce / bpr / sampled_softmax: `num_negatives` sampled negatives per position;
-    gbce: gSASRec's generalised BCE with calibration `gbce_t` (beta from gbce_beta);
-    ce: full softmax over the catalogue at non-padded positions, computed block by block on the
-        similarity head's factors (trainables.losses.linear_ce): the [positions x N] logits never exist;
-    infonce: softmax over the batch's distinct target items (in-batch negatives), optional
+- loss: every trainables.losses.RANKING_LOSSES entry that lists "sasrec", called by its kind:
+    sampled: `num_negatives` sampled negatives per position (gbce: calibration `gbce_t`, its own knob);
+    full: softmax over the catalogue at non-padded positions, computed block by block on the
+        similarity head's factors (the entry's `linear`): the [positions x N] logits never exist;
+    inbatch: softmax over the batch's distinct target items (in-batch negatives), optional
         logQ correction (`logq_correction`) with log training frequency;
 - negatives (sampled losses): sampler uniform | popularity | mixed, pop_power, popular_ratio,
   exclude_seen (trainables/negatives.py);
@@ -22,10 +21,11 @@ Cross-field rules (validate(), run on every config before training; TunerError):
 - hidden_units must be divisible by num_heads;
 - knobs of a feature that is off must stay at their defaults, so a sweep never logs a value that
   did nothing: num_negatives / sampler / pop_power / popular_ratio / exclude_seen only with a
-  loss that samples negatives (not ce, infonce); pop_power only with sampler popularity|mixed;
-  popular_ratio only with mixed; gbce_t only with gbce; logq_correction only with infonce (the
-  only loss whose candidates are drawn by frequency); fusion_* only with similarity adaptive;
-- gbce with similarity cosine is rejected: gBCE exists to calibrate unbounded logits, so that
+  sampled loss; pop_power only with sampler popularity|mixed; popular_ratio only with mixed; a
+  loss's own knobs (entry.knobs: gbce_t, logq_correction) only with that loss; fusion_* only
+  with similarity adaptive;
+- a loss whose entry says bounded_logits_ok=False (gbce) with similarity cosine is rejected:
+  gBCE exists to calibrate unbounded logits, so that
   sigmoid(s+)^beta tracks the softmax probability of the positive (~1/N); cosine scores are
   bounded to [-1, 1], sigmoid(s) is stuck in [0.27, 0.73], and the calibration it pays beta for
   cannot happen (it reduces to down-weighting positives). Other losses with cosine are kept:
@@ -54,19 +54,17 @@ from trainables import metrics as M
 from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
-from trainables.losses import RANKING_LOSSES, gbce_beta, get_ranking_loss
+from trainables.losses import (FULL, INBATCH, SAMPLED, accepted, check_loss_knobs, get_ranking_loss, loss_doc,
+                               sampled_losses)
 from trainables.loop import RankingRecipe, adam
 from trainables.train_config import TrainConfig
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.similarity import SIMILARITIES, make_similarity
 
-LOSS_NAMES = ("bce", "bpr", "ce", "sampled_softmax", "infonce", "gbce")
-
-
 @dataclass(frozen=True)
 class Config(TrainConfig):
-    loss: str = choice("bce", LOSS_NAMES, "bce | bpr | ce | sampled_softmax | infonce | gbce")
-    num_negatives: int = bounded(1, low=1, doc="negatives per position (bce, bpr, sampled_softmax, gbce)")
+    loss: str = choice("bce", lambda: accepted("sasrec"), loss_doc("sasrec"))
+    num_negatives: int = bounded(1, low=1, doc="negatives per position (sampled losses)")
     sampler: str = choice("uniform", SAMPLERS, "negative sampler (sampled losses)")
     pop_power: float = bounded(1.0, low=0.0, doc="popularity sampler: q ~ train_count ** pop_power")
     popular_ratio: float = bounded(0.3, low=0.0, high=1.0, doc="mixed sampler: share of popularity draws (seed 003: 0.3)")
@@ -90,24 +88,20 @@ class Config(TrainConfig):
 
 
 _FUSION_KNOBS = ("fusion_alpha", "fusion_beta", "fusion_gamma", "fusion_temperature")
-_SAMPLED = ", ".join(n for n in LOSS_NAMES if RANKING_LOSSES[n].kind == "sampled")
 
 
 def validate(cfg: Config) -> None:
     default = Config()
-    loss = get_ranking_loss(cfg.loss)
     if cfg.hidden_units % cfg.num_heads:
         raise TunerError(f"num_heads: {cfg.num_heads} does not divide hidden_units {cfg.hidden_units}")
-    check_negative_knobs(cfg, default, loss.kind == "sampled", "num_negatives", f"with loss {cfg.loss} (only {_SAMPLED} draw negatives)")
-    if cfg.loss != "gbce":
-        check_unused(cfg, default, ("gbce_t",), f"with loss {cfg.loss} (only gbce)")
-    if cfg.loss != "infonce":
-        check_unused(cfg, default, ("logq_correction",), f"with loss {cfg.loss} (only infonce samples candidates by frequency)")
+    loss = check_loss_knobs(cfg, default, "sasrec")
+    check_negative_knobs(cfg, default, loss.kind == SAMPLED, "num_negatives",
+                         f"with loss {cfg.loss} (only {sampled_losses('sasrec')} draw negatives)")
     if cfg.similarity != "adaptive":
         check_unused(cfg, default, _FUSION_KNOBS, f"with similarity {cfg.similarity} (only adaptive)")
-    if cfg.loss == "gbce" and cfg.similarity == "cosine":
+    if not loss.bounded_logits_ok and cfg.similarity == "cosine":
         raise TunerError(
-            "similarity cosine with loss gbce: gBCE calibrates unbounded logits (sigmoid(s)^beta ~ P(item)); "
+            f"similarity cosine with loss {cfg.loss}: it calibrates unbounded logits (gBCE: sigmoid(s)^beta ~ P(item)); "
             "cosine scores are bounded to [-1, 1], so there is nothing to calibrate. Use dot, scaled_dot, bilinear "
             "or adaptive, or another loss"
         )
@@ -191,7 +185,7 @@ class SASRecRecipe(RankingRecipe):
     def __init__(self, cfg: Config, data: Dataset, device: torch.device):
         super().__init__(cfg, data, device)
         n = data.n_items
-        self.loss = get_ranking_loss(cfg.loss)
+        self.loss = get_ranking_loss(cfg.loss, "sasrec")
         self.model = SASRec(n, cfg).to(device)
         self.sim = make_similarity(cfg.similarity, cfg.hidden_units, alpha=cfg.fusion_alpha, beta=cfg.fusion_beta,
                                    gamma=cfg.fusion_gamma, temperature=cfg.fusion_temperature).to(device)
@@ -203,13 +197,11 @@ class SASRecRecipe(RankingRecipe):
         self.lengths = (self.inputs != n).sum(1)  # [U] training positions per user
         self.train_rows = torch.nonzero(self.lengths > 0).squeeze(1)  # users with >= 2 training items
         self.sampler = None
-        if self.loss.kind == "sampled":
+        if self.loss.kind == SAMPLED:
             self.sampler = NegativeSampler(cfg.sampler, data.train_counts(), pop_power=cfg.pop_power,
                                            popular_ratio=cfg.popular_ratio, device=device,
                                            seen=(data.train_indptr, data.train_items) if cfg.exclude_seen else None)
-        self.loss_kwargs = {}
-        if cfg.loss == "gbce":
-            self.loss_kwargs["beta"] = gbce_beta(cfg.num_negatives, n, cfg.gbce_t)
+        self.loss_kwargs = self.loss.extra(cfg, n) if self.loss.extra else {}  # e.g. gbce's beta
         counts = torch.as_tensor(data.train_counts(), dtype=torch.float64, device=device)
         self.log_freq = torch.log(counts.clamp(min=1) / counts.sum()).float()  # logQ of in-batch sampling
         self._eval_seqs: dict[str, torch.Tensor] = {}
@@ -225,16 +217,17 @@ class SASRecRecipe(RankingRecipe):
         h = self.model(inputs)[mask]  # [P, d]: states at non-padded positions only
         t = targets[mask]  # [P]
         emb = self.model.item_emb
-        if self.loss.kind == "sampled":
+        if self.loss.kind == SAMPLED:
             rows = users[:, None].expand_as(mask)[mask] if self.sampler.seen_keys is not None else None
             neg = self.sampler.sample(t.shape[0], cfg.num_negatives, gen, users=rows)  # [P, K]
             pos = self.sim.pair(h, emb(t))  # [P]
             negs = self.sim.pair(h[:, None, :], emb(neg))  # [P, K]
             return self.loss.fn(pos, negs, **self.loss_kwargs)
-        if self.loss.kind == "inbatch":
+        if self.loss.kind == INBATCH:
             pool, inv = torch.unique(t, return_inverse=True)  # [M], [P]
             logits = self.sim.matrix(h, emb(pool))  # [P, M]
             return self.loss.fn(logits, inv, self.log_freq[pool] if cfg.logq_correction else None)
+        assert self.loss.kind == FULL, self.loss.kind
         return self.full_ce(h, t)
 
     def full_ce(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

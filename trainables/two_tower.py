@@ -14,16 +14,18 @@
   Initial s `logit_scale`: seed 000 recommends 10 ("5-20"), seed 001 went back to 1.0.
   The current s is reported every epoch (extra_metrics: logit_scale).
 
-Losses (trainables.losses.RANKING_LOSSES): bce with `neg_ratio` sampled negatives per positive
-(seed 001: 1 -> 5), bpr, sampled_softmax (both also with neg_ratio negatives), and infonce:
-softmax against the batch's other positives (in-batch negatives), with `logq_correction`
-subtracting each candidate's log training frequency. Negatives come from trainables/negatives.py.
+Losses: every trainables.losses.RANKING_LOSSES entry that lists "two_tower", called by its kind:
+sampled (e.g. bce) with `num_negatives` negatives per positive (seed 001: 1 -> 5; the old name
+neg_ratio still reads, with a deprecation line), or inbatch (infonce): softmax against the batch's
+other positives, with `logq_correction` subtracting each candidate's log training frequency.
+Negatives come from trainables/negatives.py. extra_metrics reports the entry's `floor` at the
+current logit scale, when it has one.
 Validation is the loop's full-catalogue ranking (seed 001's "MSE on positives" measured nothing).
 Every epoch also reports train_pos_bce, the mean softplus(-score) of the positives.
 
-Cross-field rules (validate()): sampler knobs only with a loss that samples negatives (bce, bpr,
-sampled_softmax), pop_power only with popularity|mixed, popular_ratio only with mixed;
-logq_correction only with infonce; logit_scale_lr only with learn_logit_scale; history_len only
+Cross-field rules (validate()): sampler knobs only with a sampled loss, pop_power only with
+popularity|mixed, popular_ratio only with mixed; a loss's own knobs (entry.knobs: logq_correction)
+only with that loss; logit_scale_lr only with learn_logit_scale; history_len only
 with use_history. use_item_features on a dataset without item features fails when the trial starts.
 """
 
@@ -40,21 +42,21 @@ from torch import nn
 from trainables.config import bounded, choice
 from trainables.data import Dataset
 from trainables.errors import TunerError
-from trainables.losses import RANKING_LOSSES, get_ranking_loss
+from trainables.losses import INBATCH, SAMPLED, accepted, check_loss_knobs, get_ranking_loss, loss_doc, sampled_losses
 from trainables.loop import RankingRecipe, adam
 from trainables.train_config import TrainConfig
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
 from trainables.sasrec import left_padded
 
-LOSS_NAMES = ("bce", "bpr", "sampled_softmax", "infonce", "bce_positives")
 LOG_SCALE_MIN, LOG_SCALE_MAX = math.log(0.01), math.log(100.0)
 
 
 @dataclass(frozen=True)
 class Config(TrainConfig):
-    loss: str = choice("bce", LOSS_NAMES, "bce | bpr | sampled_softmax (neg_ratio negatives) | infonce (in-batch) "
-                                          "| bce_positives (seed 000's bug: no negatives; reproduces the 0.3133 floor)")
-    neg_ratio: int = bounded(5, low=1, doc="sampled negatives per positive (seed 001: 1 -> 5; range 1-10)")
+    loss: str = choice("bce", lambda: accepted("two_tower"), loss_doc("two_tower") + "; bce_positives is "
+                       "seed 000's bug: no negatives, reproduces the 0.3133 floor")
+    num_negatives: int = bounded(5, low=1, doc="sampled negatives per positive (seed 001: 1 -> 5; range 1-10)",
+                                 aliases=("neg_ratio",))
     sampler: str = choice("uniform", SAMPLERS, "negative sampler (sampled losses)")
     pop_power: float = bounded(1.0, low=0.0, doc="popularity sampler: q ~ train_count ** pop_power")
     popular_ratio: float = bounded(0.3, low=0.0, high=1.0, doc="mixed sampler: share of popularity draws")
@@ -76,15 +78,11 @@ class Config(TrainConfig):
     batch_size: int = bounded(1024, low=1)
 
 
-_SAMPLED = ", ".join(n for n in LOSS_NAMES if RANKING_LOSSES[n].kind == "sampled")
-
-
 def validate(cfg: Config) -> None:
     default = Config()
-    sampled = get_ranking_loss(cfg.loss).kind == "sampled"
-    check_negative_knobs(cfg, default, sampled, "neg_ratio", f"with loss {cfg.loss} (only {_SAMPLED} draw negatives)")
-    if cfg.loss != "infonce":
-        check_unused(cfg, default, ("logq_correction",), f"with loss {cfg.loss} (only infonce samples candidates by frequency)")
+    sampled = check_loss_knobs(cfg, default, "two_tower").kind == SAMPLED
+    check_negative_knobs(cfg, default, sampled, "num_negatives",
+                         f"with loss {cfg.loss} (only {sampled_losses('two_tower')} draw negatives)")
     if not cfg.learn_logit_scale:
         check_unused(cfg, default, ("logit_scale_lr",), "with learn_logit_scale: false (the scale is fixed)")
     if not cfg.use_history:
@@ -170,7 +168,8 @@ class TwoTowerRecipe(RankingRecipe):
                                  "(set data.item_attributes in the spec, or use_item_features: false)")
             features = data.item_features
         self.model = TwoTower(data.n_users, data.n_items, cfg, features).to(device)
-        self.loss = get_ranking_loss(cfg.loss)
+        self.loss = get_ranking_loss(cfg.loss, "two_tower")
+        self.loss_kwargs = self.loss.extra(cfg, data.n_items) if self.loss.extra else {}
         scale = [p for name, p in self.model.named_parameters() if name == "log_scale"]
         rest = [p for name, p in self.model.named_parameters() if name != "log_scale"]
         groups = [{"params": rest}]
@@ -185,7 +184,7 @@ class TwoTowerRecipe(RankingRecipe):
             self.history = torch.as_tensor(
                 history_before(data.train_indptr, data.train_items, cfg.history_len, data.n_items), device=device)
         self.sampler = None
-        if self.loss.kind == "sampled":
+        if self.loss.kind == SAMPLED:
             self.sampler = NegativeSampler(cfg.sampler, data.train_counts(), pop_power=cfg.pop_power,
                                            popular_ratio=cfg.popular_ratio, device=device,
                                            seen=(data.train_indptr, data.train_items) if cfg.exclude_seen else None)
@@ -199,11 +198,12 @@ class TwoTowerRecipe(RankingRecipe):
         u, i = self.users[idx], self.items[idx]
         q = m.users(u, self.history[idx] if self.history is not None else None)  # [B, D]
         s = m.scale()
-        if self.loss.kind == "sampled":
-            neg = self.sampler.sample(idx.shape[0], cfg.neg_ratio, gen, users=u)  # [B, K]
+        if self.loss.kind == SAMPLED:
+            neg = self.sampler.sample(idx.shape[0], cfg.num_negatives, gen, users=u)  # [B, K]
             pos = s * (q * m.items(i)).sum(-1)  # [B]
             negs = s * (q[:, None, :] * m.items(neg)).sum(-1)  # [B, K]
-            return self.loss.fn(pos, negs), pos
+            return self.loss.fn(pos, negs, **self.loss_kwargs), pos
+        assert self.loss.kind == INBATCH, f"two_tower has no {self.loss.kind} loss"  # no full-catalogue CE here
         pool, inv = torch.unique(i, return_inverse=True)  # in-batch candidates [M], targets [B]
         logits = s * q @ m.items(pool).T  # [B, M]
         loss = self.loss.fn(logits, inv, self.log_freq[pool] if cfg.logq_correction else None)
@@ -240,18 +240,6 @@ class TwoTowerRecipe(RankingRecipe):
     def extra_metrics(self) -> dict[str, float]:
         s = self.model.scale().item()
         out = {"logit_scale": s, "logit_bound": s}  # |logit| = s * |cos| <= s
-        floor = loss_floor(self.cfg.loss, s, self.cfg.neg_ratio)
-        if floor is not None:
-            out["loss_floor"] = floor  # the lowest train_loss logits in [-s, s] allow (analysis/diagnose.py)
+        if self.loss.floor is not None:  # the lowest train_loss logits in [-s, s] allow (analysis/diagnose.py)
+            out["loss_floor"] = self.loss.floor(s, self.cfg.num_negatives)
         return out
-
-
-def loss_floor(loss: str, s: float, k: int) -> float | None:
-    """Infimum of the loss when every logit lies in [-s, s] (positives at +s, negatives at -s)."""
-    sp = lambda x: math.log1p(math.exp(x))  # softplus
-    return {
-        "bce_positives": sp(-s),  # 0.3133 for s = 1: seed 000
-        "bce": 2 * sp(-s),  # positives' mean + negatives' mean
-        "bpr": sp(-2 * s),
-        "sampled_softmax": math.log1p(k * math.exp(-2 * s)),
-    }.get(loss)

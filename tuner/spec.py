@@ -10,7 +10,7 @@ Layout of a file (every section but `model` is optional; defaults live in the da
     fixed: {loss: bpr}            # model knobs held constant
     space:                        # model knobs searched, in Optuna's vocabulary
       lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}
-      n_negatives: {type: int, low: 1, high: 8, when: {loss: bpr}}
+      num_negatives: {type: int, low: 1, high: 8, when: {loss: bpr}}
     search: {samples: 16, concurrency: 2, seed: 0, algo: tpe}
     scheduler: {type: asha, grace_period: 2, reduction_factor: 3}   # or asha_promote, fifo
     resources: {cpu: 1, gpu: 0}
@@ -45,7 +45,7 @@ MAX_K = 10_000  # eval cut-offs
 MAX_SYNTHETIC_CELLS = 50_000_000  # n_users x n_items: the generator holds a few float [U, N] arrays
 # model knobs (by name suffix) whose size sets memory or time; the models' Config leaves them open above
 KNOB_CAPS = (("epochs", 10_000), ("batch_size", 1 << 20), ("dim", 1 << 16), ("maxlen", 100_000),
-             ("n_negatives", 100_000), ("n_heads", 1024), ("n_blocks", 1024))
+             ("negatives", 100_000), ("n_heads", 1024), ("n_blocks", 1024))
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -340,6 +340,7 @@ def _check_knob_cap(name: str, values, key: str, path: str, line_of) -> None:
 def _parse_fixed(raw: Any, config_cls: type, path: str, line_of) -> dict[str, Any]:
     if raw is None:
         return {}
+    raw = cfgmod.resolve_aliases(config_cls, raw, path, "fixed.", line_of)  # old knob names: one stderr line
     cfg = cfgmod.build(config_cls, raw, file=path, prefix="fixed.", line_of=line_of)
     return {k: getattr(cfg, k) for k in raw}
 
@@ -349,6 +350,8 @@ def _parse_space(raw: Any, config_cls: type, fixed: Mapping, path: str, line_of)
         return ()
     if not isinstance(raw, Mapping):
         raise TunerError(f"{where(path, 'space', line_of('space'))}: expected a mapping of knobs")
+    raw = cfgmod.resolve_aliases(config_cls, raw, path, "space.", line_of)
+    fixed = cfgmod.resolve_aliases(config_cls, fixed, path, "fixed.", line_of)
     fields = cfgmod.fields_of(config_cls)
     params: list[Param] = []
     seen: dict[str, Param] = {}
