@@ -119,6 +119,12 @@ def left_padded(indptr: np.ndarray, items: np.ndarray, length: int, pad: int) ->
     return out
 
 
+def split_histories(data: Dataset, split: str, length: int, device: torch.device) -> torch.Tensor:
+    """[U, length] left-padded histories every user has before `split`'s target, on `device`."""
+    indptr, items = data.sequences(split)
+    return torch.as_tensor(left_padded(indptr, items, length, data.n_items), device=device)
+
+
 class Block(nn.Module):
     """Causal multi-head self-attention + position-wise feed-forward, pre- or post-LN."""
 
@@ -262,9 +268,7 @@ class SASRecRecipe(RankingRecipe):
     def eval_sequences(self, split: str) -> torch.Tensor:
         """[U, maxlen] left-padded histories the model sees before `split`'s target (cached)."""
         if split not in self._eval_seqs:
-            indptr, items = self.data.sequences(split)
-            self._eval_seqs[split] = torch.as_tensor(
-                left_padded(indptr, items, self.cfg.maxlen, self.data.n_items), device=self.device)
+            self._eval_seqs[split] = split_histories(self.data, split, self.cfg.maxlen, self.device)
         return self._eval_seqs[split]
 
     @torch.no_grad()

@@ -46,7 +46,7 @@ from trainables.losses import INBATCH, SAMPLED, accepted, check_loss_knobs, get_
 from trainables.loop import RankingRecipe, adam
 from trainables.train_config import TrainConfig
 from trainables.negatives import SAMPLERS, NegativeSampler, check_negative_knobs, check_unused
-from trainables.sasrec import left_padded
+from trainables.sasrec import split_histories
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = math.log(0.01), math.log(100.0)
 
@@ -225,9 +225,7 @@ class TwoTowerRecipe(RankingRecipe):
         if self.history is None:
             return None
         if split not in self._eval_hist:
-            indptr, items = self.data.sequences(split)
-            self._eval_hist[split] = torch.as_tensor(
-                left_padded(indptr, items, self.cfg.history_len, self.data.n_items), device=self.device)
+            self._eval_hist[split] = split_histories(self.data, split, self.cfg.history_len, self.device)
         return self._eval_hist[split]
 
     @torch.no_grad()
