@@ -198,6 +198,7 @@ def test_search_space_samples_are_all_valid():
     assert losses == set(S.LOSS_NAMES) and sims == set(SIMILARITIES)
 
 
+@pytest.mark.ray  # trains in a benchmarks/sasrec_beauty.py subprocess
 def test_benchmark_smoke_variant(tmp_path):
     """benchmarks/sasrec_beauty.py --smoke-test: the CI variant runs in seconds and writes results."""
     import json
