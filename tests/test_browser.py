@@ -18,8 +18,7 @@ import time
 import urllib.request
 
 import pytest
-import yaml
-from helpers import kill_group
+from helpers import kill_group, write_spec
 
 pytestmark = pytest.mark.ray
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -67,8 +66,7 @@ def test_mlflow_ui_training_view_sorted_by_score_matches_trials_csv(ray_session,
             "space": {"loss": {"type": "categorical", "choices": ["bpr", "ce"]},
                       "lr": {"type": "float", "low": 1.0e-3, "high": 5.0e-2, "log": True}},
             "search": {"samples": 4, "concurrency": 2, "seed": 0}}
-    (tmp_path / "ui.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
-    res = sweep.run(specmod.load(str(tmp_path / "ui.yaml")), output=str(tmp_path / "out"), verbose=0)
+    res = sweep.run(specmod.load(write_spec(tmp_path, body, "ui.yaml")), output=str(tmp_path / "out"), verbose=0)
     with open(os.path.join(res.sweep_dir, "trials.csv")) as fh:
         table = list(csv.DictReader(fh))
     want = [f"trial-{int(r['trial']):03d}" for r in table]

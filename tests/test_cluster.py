@@ -8,8 +8,7 @@ import tempfile
 import time
 
 import pytest
-import yaml
-from helpers import run_script
+from helpers import run_script, write_spec
 
 from tuner import cluster
 from trainables.errors import TunerError
@@ -21,9 +20,7 @@ TINY = {"name": "c", "model": "bpr_mf",
 
 
 def spec_file(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return str(path)
+    return write_spec(tmp_path, TINY, "c.yaml")
 
 
 def env_without_ray_address(**extra):

@@ -20,14 +20,6 @@ ENTRY = MODELS["sasrec"]
 TINY = dict(maxlen=10, hidden_units=16, num_blocks=1, num_heads=2, dropout=0.0, batch_size=16, lr=5e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: extra threads only add synchronisation
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     return synthetic.generate(n_users=60, n_items=40, mean_length=8)
