@@ -9,7 +9,6 @@ from helpers import torch_threads
 import leaks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
 
 
 # Written by the tools themselves, not by a test: pytest's cache, bytecode, Hypothesis' example

@@ -15,6 +15,10 @@ import pytest
 
 from trainables.errors import TunerError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The real data sets lie in shared/ beside the checkout (as in CI); tests that read them skip without.
+SHARED_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
+
 
 def write(tmp_path: Path, name: str, text: str) -> str:
     """Write dedented `text` to tmp_path/name and return the path as a string."""
