@@ -38,7 +38,7 @@ def children_of(client, exp_id, parent_id):
 def test_sweep_logs_parent_children_and_prunes(ray_session, tmp_path):
     from tuner import sweep
 
-    spec = specmod.load(write_spec(tmp_path, SPEC))
+    spec = specmod.load(write_spec(tmp_path, SPEC, "s.yaml"))  # the name is asserted below
     out = tmp_path / "out"
     res = sweep.run(spec, output=str(out), verbose=0)
 
