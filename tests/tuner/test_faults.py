@@ -7,7 +7,7 @@ import pytest
 from helpers import run_script
 
 pytestmark = pytest.mark.ray
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where the script lies
 # The test waits for the script to exit (it removes the node on an event, see fault_node_loss.py);
 # this bound only ends a hang: about 90 s on an idle 2-core machine, several times that under load.
 HANG_S = 600

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import kill_group
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOISE = ("Creating initial MLflow database tables", "Updating database tables", "Token authentication is enabled",
          "get_trial interface", "process_trial_result", "View detailed results here", "TensorBoard",
          "A new study created")

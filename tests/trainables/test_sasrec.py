@@ -196,7 +196,7 @@ def test_benchmark_smoke_variant(tmp_path):
     import json
     import os
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from helpers import run_script
 
     code, _, err = run_script([os.path.join(root, "benchmarks", "sasrec_beauty.py"), "--smoke-test",
