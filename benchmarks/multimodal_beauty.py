@@ -1,6 +1,6 @@
 """Seed 002's claim on its own data: the multimodal recommender with full CE vs BPR (4 negatives).
 
-Amazon Beauty (S3-Rec version, /work/shared/data/s3rec/Beauty.txt, 22,363 users, 12,101 items)
+Amazon Beauty (S3-Rec version, ../shared/data/s3rec/Beauty.txt beside the checkout, 22,363 users, 12,101 items)
 with its item attributes as the content modality; leave-one-out, full-catalogue ranking with seen
 items masked (trainables.metrics). Both runs share every hyperparameter (seed 002's BPR column: lr 1e-3,
 batch 256, warmup 3, its three-phase alpha table) except the rec loss, so the comparison is about
@@ -35,8 +35,9 @@ from multiprocessing import get_context
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-DATA = "/work/shared/data/s3rec/Beauty.txt"
-ATTRS = "/work/shared/data/s3rec/Beauty_item2attributes.json"
+SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "s3rec"))  # shared/ beside the checkout
+DATA = os.path.join(SHARED, "Beauty.txt")
+ATTRS = os.path.join(SHARED, "Beauty_item2attributes.json")
 
 RUNS = {
     "ce": {"loss": "ce"},

@@ -12,7 +12,7 @@ not improved for `--patience` epochs (or at `--max-epochs`), and reports test HR
 the best-validation epoch. It also records the time of one training epoch and of one
 full-catalogue evaluation of all users (what fit measures: epoch_seconds, eval_seconds), and the
 wall time of each run. Results: benchmarks/results/sasrec_beauty.{json,md} (smoke: *_smoke.*).
-Anchors (/work/shared/ANCHORS.md): SASRec BCE 1 neg 0.0605 / 0.0318, sampled softmax 0.0921 / 0.0531.
+Anchors (../shared/ANCHORS.md): SASRec BCE 1 neg 0.0605 / 0.0318, sampled softmax 0.0921 / 0.0531.
 The data file is read where it lies, never copied.
 """
 
@@ -40,7 +40,7 @@ from trainables.loop import evaluate, fit  # noqa: E402
 from trainables import data as datamod  # noqa: E402
 from trainables import metrics as M  # noqa: E402
 
-DATA = "/work/shared/data/s3rec/Beauty.txt"
+DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "s3rec", "Beauty.txt"))  # shared/ beside the checkout
 ARCH = dict(maxlen=50, hidden_units=64, num_blocks=2, num_heads=2, batch_size=256, lr=1e-3)
 RUNS = {
     "ce": dict(loss="ce", dropout=0.5),

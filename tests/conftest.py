@@ -1,27 +1,76 @@
+import fnmatch
 import os
+import shutil
+import subprocess
 
 import pytest
+from helpers import torch_threads
 
 import leaks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
+
+
+# Written by the tools themselves, not by a test: pytest's cache, bytecode, Hypothesis' example
+# database, the editable install's metadata.
+TOOL_LITTER = (".pytest_cache", "__pycache__", ".hypothesis", "*.egg-info")
+
+
+def checkout_state() -> set[str] | None:
+    """`git status --porcelain --ignored` of the repository, one entry per untracked or ignored
+    path (untracked folders collapsed, as git prints them). Edits to tracked files are left out: a
+    developer saving a file while the suite runs is not a test writing it. None where git is missing or
+    the tests do not run from a git checkout (an sdist, a copied tree): nothing to compare then."""
+    if shutil.which("git") is None:
+        return None
+    try:
+        top = subprocess.run(["git", "-C", ROOT, "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=60)
+        if top.returncode != 0 or os.path.realpath(top.stdout.strip()) != os.path.realpath(ROOT):
+            return None
+        st = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--ignored"], capture_output=True,
+                            text=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = set()
+    for line in st.stdout.splitlines():
+        if line[:2] not in ("??", "!!"):
+            continue
+        parts = line[3:].rstrip("/").split("/")
+        if not any(fnmatch.fnmatch(part, pat) for part in parts for pat in TOOL_LITTER):
+            lines.add(line)
+    return lines
 
 
 def pytest_sessionstart(session):
     session.config._tuner_leaks = leaks.snapshot()
+    session.config._tuner_checkout = checkout_state()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The session fails if it leaves a Ray process or a ray_current_cluster file behind: a left-over
-    cluster made later runs, CI and other tests hang for minutes."""
+    """The session fails if it leaves a Ray process or a ray_current_cluster file behind (a left-over
+    cluster made later runs, CI and other tests hang for minutes), or a new path in the
+    repository checkout (test outputs belong under tmp_path)."""
+    problems = []
+    before = getattr(session.config, "_tuner_checkout", None)
+    after = checkout_state() if before is not None else None
+    if after is not None:  # outputs belong under tmp_path; a file in the checkout ends up committed
+        problems += [f"written into the repository checkout: {line}" for line in sorted(after - before)]
     before = getattr(session.config, "_tuner_leaks", None)
-    if before is None:
-        return
-    problems = leaks.left_behind(before)
+    if before is not None:
+        problems += leaks.left_behind(before)
     if problems:
         print("\n" + "\n".join(f"tests left behind: {p}" for p in problems))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every model in these tests is tiny: torch's intra-op threads only add synchronisation, and
+    on a shared 2-core machine they made tests up to 10x slower. Per test, since code under test
+    may set the count itself (tuner/trainable.py does); Ray workers and subprocesses are unaffected."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Run by tests/test_faults.py in its own process: a sweep on a 2-node local Ray cluster whose
+"""Run by tests/tuner/test_faults.py in its own process: a sweep on a 2-node local Ray cluster whose
 worker node is removed while trials run. Prints one JSON line with what happened."""
 
 import json
@@ -33,33 +33,43 @@ with open(path, "w") as fh:
 spec = specmod.load(path)
 
 removed = {}
+done = threading.Event()  # set when the sweep has returned
 
 
 def main():
     def kill_worker_mid_sweep():
+        """Remove the worker node once both trials have reported 2 epochs (the event, polled in
+        MLflow); if that never happens while the sweep runs, leave it and say so in the result."""
         client = None
-        deadline = time.time() + 120
-        while time.time() < deadline:  # both trials have reported at least 2 epochs
-            time.sleep(0.5)
+        deadline = time.monotonic() + 300  # a bound against a hang only: the loop ends on the event
+        while time.monotonic() < deadline and not done.is_set():
             try:
                 client = client or MlflowClient(f"sqlite:///{os.path.join(out, 'runs', 'mlflow.db')}")
                 exps = client.search_experiments()
                 runs = client.search_runs([exps[0].experiment_id], "tags.`tuner.trial_id` != ''") if exps else []
-                if len(runs) == 2 and all(float(r.data.tags.get("epochs_run", 0)) >= 2 for r in runs):
-                    break
-            except Exception:
-                continue
-        cluster.remove_node(worker)
-        removed["at"] = time.time()
+                epochs = sorted(int(float(r.data.tags.get("epochs_run", 0))) for r in runs)
+                if len(runs) == 2 and epochs[0] >= 2:
+                    cluster.remove_node(worker)
+                    removed["epochs"] = epochs
+                    return
+            except Exception:  # noqa: BLE001 - the database is still being created
+                pass
+            done.wait(0.5)  # poll interval; returns at once when the sweep has ended
+        removed["missed"] = "the sweep ended first" if done.is_set() else "no 2 epochs from both trials in 300 s"
 
-    threading.Thread(target=kill_worker_mid_sweep, daemon=True).start()
-    res = sweep.run(spec, output=os.path.join(out, "runs"), verbose=0)
+    killer = threading.Thread(target=kill_worker_mid_sweep, daemon=True)
+    killer.start()
+    try:
+        res = sweep.run(spec, output=os.path.join(out, "runs"), verbose=0)
+    finally:
+        done.set()
+        killer.join()  # no remove_node racing the cluster's shutdown below
     client = MlflowClient(res.tracking_uri)
     kids = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
     steps = {r.data.tags["tuner.trial_number"]: [m.step for m in client.get_metric_history(r.info.run_id, "val_ndcg_10")]
              for r in kids}
     print(json.dumps({
-        "removed": bool(removed), "children": len(kids), "statuses": sorted(r.data.tags["status"] for r in kids),
+        "removed": removed, "children": len(kids), "statuses": sorted(r.data.tags["status"] for r in kids),
         "run_status": sorted(r.info.status for r in kids), "restarts": res.table["restarts"].tolist(),
         "steps": steps,
     }))

@@ -1,4 +1,4 @@
-"""Helpers for the fault scenarios (tests/test_fault_scenarios.py): a `tuner` subprocess in its own
+"""Helpers for the fault scenarios (tests/tuner/test_fault_scenarios.py): a `tuner` subprocess in its own
 process group (killed, with any Ray it started, when the test ends), waiting on MLflow with a deadline."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Callable, Iterator
 
-from helpers import kill_group
+from helpers import kill_group, tracking_uri
 
 # FAULTKIT_CODE: run the scenarios against another checkout (e.g. to see them fail before a fix)
 ROOT = os.environ.get("FAULTKIT_CODE") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +60,7 @@ def wait_until(pred: Callable[[], bool], timeout: float, proc: subprocess.Popen 
 def mlflow_runs(out_dir, query: str = "") -> list:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{os.path.join(str(out_dir), 'mlflow.db')}")
+    client = MlflowClient(tracking_uri(out_dir))
     exps = client.search_experiments()
     return client.search_runs([e.experiment_id for e in exps], query, max_results=1000) if exps else []
 

@@ -15,12 +15,30 @@ import pytest
 
 from trainables.errors import TunerError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The real data sets lie in shared/ beside the checkout (as in CI); tests that read them skip without.
+SHARED_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
+
 
 def write(tmp_path: Path, name: str, text: str) -> str:
     """Write dedented `text` to tmp_path/name and return the path as a string."""
     p = tmp_path / name
     p.write_text(textwrap.dedent(text), encoding="utf-8")
     return str(p)
+
+
+def write_spec(tmp_path: Path, body: dict, name: str = "spec.yaml") -> str:
+    """Write a spec dict as YAML (keys in the order given) to tmp_path/name; the path as a string."""
+    import yaml
+
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+    return str(p)
+
+
+def tracking_uri(out_dir) -> str:
+    """The MLflow store a sweep with `--output out_dir` (and no tracking.uri) logs to."""
+    return f"sqlite:///{os.path.join(str(out_dir), 'mlflow.db')}"
 
 
 def raises_tuner_error(fn, *args, **kwargs) -> str:

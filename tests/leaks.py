@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 import uuid
 
@@ -22,6 +23,16 @@ def _read(path: str) -> bytes | None:
             return fh.read()
     except OSError:
         return None
+
+
+def _answers(address: bytes) -> bool:
+    """Whether something accepts a TCP connection at the HOST:PORT in `address`."""
+    host, _, port = address.decode(errors="replace").strip().rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def ours(token: str) -> dict[int, str]:
@@ -59,7 +70,9 @@ def left_behind(before: dict, grace_s: float = 30.0) -> list[str]:
         except OSError:
             pass
     now = _read(ADDRESS_FILE)
-    if now is not None and now != before["address_file"]:  # a cluster_utils.Cluster never shut down
+    # A new address that still answers belongs to a live cluster that is not ours (ours are ended
+    # above, found by the token): another session's Ray on this machine; /tmp/ray is shared.
+    if now is not None and now != before["address_file"] and not _answers(now):  # a Cluster never shut down
         problems.append(f"{ADDRESS_FILE} now names {now.decode(errors='replace')[:60]} (removed)")
         try:
             os.unlink(ADDRESS_FILE)

@@ -7,14 +7,17 @@ import pytest
 from helpers import run_script
 
 pytestmark = pytest.mark.ray
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where the script lies
+# The test waits for the script to exit (it removes the node on an event, see fault_node_loss.py);
+# this bound only ends a hang: about 90 s on an idle 2-core machine, several times that under load.
+HANG_S = 600
 
 
 def test_worker_node_loss_resumes_trials_from_checkpoints():
-    code, out, err = run_script([os.path.join(HERE, "fault_node_loss.py")], timeout=400)
+    code, out, err = run_script([os.path.join(HERE, "fault_node_loss.py")], timeout=HANG_S)
     assert code == 0, err[-3000:]
     got = json.loads(out.strip().splitlines()[-1])
-    assert got["removed"], "the worker node was never removed"
+    assert "epochs" in got["removed"], f"the worker node was never removed: {got['removed']}"
     assert got["children"] == 2  # MLflow shows each trial once
     assert got["statuses"] == ["completed", "completed"] and got["run_status"] == ["FINISHED", "FINISHED"]
     assert sum(got["restarts"]) >= 1, "no trial was interrupted: the node died too late"

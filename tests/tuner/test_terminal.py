@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import kill_group
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOISE = ("Creating initial MLflow database tables", "Updating database tables", "Token authentication is enabled",
          "get_trial interface", "process_trial_result", "View detailed results here", "TensorBoard",
          "A new study created")
@@ -85,6 +85,7 @@ def test_quiet_prints_only_the_summary(tmp_path):
     assert "done" not in lines[0] and lines[0].startswith("== bpr"), text
 
 
+@pytest.mark.ray  # a `python -m tuner` subprocess
 def test_version():
     p = subprocess.run([sys.executable, "-m", "tuner", "--version"], capture_output=True, text=True, cwd=REPO,
                        timeout=60, start_new_session=True)

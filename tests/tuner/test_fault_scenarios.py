@@ -11,9 +11,9 @@ import signal
 import optuna
 import pandas as pd
 import pytest
-import yaml
 from faultkit import (corrupt, finish, mlflow_runs, checkpoint_of_epoch, parent_runs, stderr_of,
                       trial_dirs, trial_runs, tuner_process, wait_until)
+from helpers import tracking_uri, write_spec
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.ray
@@ -23,14 +23,8 @@ BASE = {"name": "f", "model": "bpr_mf", "metric": {"name": "val_ndcg_10", "mode"
         "fixed": {"epochs": 2, "loss": "bpr", "batch_size": 64}, "scheduler": {"type": "fifo"}}
 
 
-def write_spec(tmp_path, body, name="f.yaml") -> str:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return str(path)
-
-
 def history(out, run_id) -> list[int]:
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri(out))
     return [m.step for m in client.get_metric_history(run_id, "val_ndcg_10")]
 
 

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED_DATA
 
 from trainables import metrics as M
 from trainables.data import Split
@@ -133,10 +134,10 @@ def test_popularity_shortcut_equals_ranking_broadcast_counts():
     assert M.popularity(counts, split, (1, 3, 10)) == pytest.approx(want, abs=1e-12)
 
 
-BEAUTY = "/work/shared/data/s3rec/Beauty.txt"
+BEAUTY = os.path.join(SHARED_DATA, "s3rec", "Beauty.txt")
 
 
-@pytest.mark.skipif(not os.path.isfile(BEAUTY), reason=f"real data file {BEAUTY} is not available here")
+@pytest.mark.skipif(not os.path.isfile(BEAUTY), reason=f"real data file {BEAUTY} (shared/ beside the checkout) is absent")
 def test_beauty_popularity_baseline_matches_published():
     from trainables.data import load
 

@@ -15,7 +15,7 @@ from tuner import spec as S
 from trainables import get_model
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SPACE = """\
 model: bpr_mf

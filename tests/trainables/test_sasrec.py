@@ -21,14 +21,6 @@ ENTRY = MODELS["sasrec"]
 TINY = dict(maxlen=10, hidden_units=16, num_blocks=1, num_heads=2, dropout=0.0, batch_size=16, lr=5e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: extra threads only add synchronisation
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     return synthetic.generate(n_users=60, n_items=40, mean_length=8)
@@ -200,12 +192,13 @@ def test_search_space_samples_are_all_valid():
     assert losses == set(LOSS_NAMES) and sims == set(SIMILARITIES)
 
 
+@pytest.mark.ray  # trains in a benchmarks/sasrec_beauty.py subprocess
 def test_benchmark_smoke_variant(tmp_path):
     """benchmarks/sasrec_beauty.py --smoke-test: the CI variant runs in seconds and writes results."""
     import json
     import os
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from helpers import run_script
 
     code, _, err = run_script([os.path.join(root, "benchmarks", "sasrec_beauty.py"), "--smoke-test",

@@ -5,17 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import torch_threads
 from trainables import metrics
 from trainables.synthetic import generate
 from trainables import get_model
 from trainables.loop import fit
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with torch_threads(1):
-        yield
 
 
 def full_sequences(d) -> list[np.ndarray]:

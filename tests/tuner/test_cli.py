@@ -152,7 +152,7 @@ def test_show_lists_every_knob_with_its_source(tmp_path, capsys):
     assert "when loss in ['bpr']" in out and "float [0.001, 0.1] log" in out
 
 
-CLAIMS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "search_spaces", "claims", "*.yaml")))
+CLAIMS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "search_spaces", "claims", "*.yaml")))
 
 
 @pytest.mark.parametrize("claim", CLAIMS, ids=os.path.basename)

@@ -8,7 +8,6 @@ import io
 import pytest
 import torch
 
-from helpers import torch_threads
 from trainables.losses import RANKING_LOSSES, bpr
 from trainables.synthetic import generate
 from trainables import get_model
@@ -17,12 +16,6 @@ from trainables.loop import NonFiniteLoss, fit
 ENTRY = get_model("bpr_mf")
 CONFIG = {"dim": 16, "lr": 0.01, "batch_size": 128, "epochs": 4, "num_negatives": 2, "seed": 5}
 TIMING = {"epoch_seconds", "eval_seconds", "peak_rss_mb"}  # machine-dependent: excluded from equality
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import subprocess
 import faultkit
 import optuna
 import pytest
-import yaml
-from helpers import run_script
+from helpers import run_script, tracking_uri, write_spec
 from mlflow.tracking import MlflowClient
 
 from tuner import spec as specmod
@@ -32,12 +31,6 @@ SPEC = {
 }
 
 
-def write_spec(tmp_path, body, name="s.yaml"):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return str(path)
-
-
 def children_of(client, exp_id, parent_id):
     return client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent_id}'")
 
@@ -45,7 +38,7 @@ def children_of(client, exp_id, parent_id):
 def test_sweep_logs_parent_children_and_prunes(ray_session, tmp_path):
     from tuner import sweep
 
-    spec = specmod.load(write_spec(tmp_path, SPEC))
+    spec = specmod.load(write_spec(tmp_path, SPEC, "s.yaml"))  # the name is asserted below
     out = tmp_path / "out"
     res = sweep.run(spec, output=str(out), verbose=0)
 
@@ -209,7 +202,7 @@ def interrupt_sweep(tmp_path, body, ready) -> tuple:
 
     path = write_spec(tmp_path, body)
     out = tmp_path / "out"
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri(out))
     with faultkit.tuner_process(["run", path, "--output", str(out), "--quiet"], tmp_path) as proc:
         faultkit.wait_until(lambda: ready(client), 150, proc, "the sweep to reach the interrupt point")
         proc.send_signal(signal.SIGINT)
@@ -302,7 +295,7 @@ def test_cli_run_options(ray_session, tmp_path, capsys):
     assert summary["best_config"]["epochs"] == 2 and summary["best_config"]["dim"] == 8
     meta = json.load(open(sweep_dir / "sweep.json"))
     assert meta["overrides"]["search.seed"] == 7 and meta["overrides"]["fixed.dim"] == 8
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri(out))
     assert client.get_experiment_by_name("custom") is not None
 
 

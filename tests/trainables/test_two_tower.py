@@ -21,14 +21,6 @@ TINY = dict(embed_dim=16, tower_hidden=32, out_dim=16, history_len=5, batch_size
 FLOOR = math.log1p(math.exp(-1.0))  # 0.3133: BCE of a positive whose logit is at most 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: extra threads only add synchronisation
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     return synthetic.generate(n_users=60, n_items=40, mean_length=8)

@@ -10,7 +10,7 @@ import pytest
 from helpers import run_script
 
 pytestmark = pytest.mark.ray
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where the script lies
 
 
 def test_fractional_gpus_pack_trials_and_fall_back_to_cpu():

@@ -13,6 +13,8 @@ from mlflow.tracking import MlflowClient
 
 import leaks
 
+pytestmark = pytest.mark.ray  # every test starts `python -m tuner ui` (and most a server)
+
 
 @pytest.fixture
 def output(tmp_path):

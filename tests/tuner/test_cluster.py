@@ -8,8 +8,7 @@ import tempfile
 import time
 
 import pytest
-import yaml
-from helpers import run_script
+from helpers import run_script, write_spec
 
 from tuner import cluster
 from trainables.errors import TunerError
@@ -21,9 +20,7 @@ TINY = {"name": "c", "model": "bpr_mf",
 
 
 def spec_file(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return str(path)
+    return write_spec(tmp_path, TINY, "c.yaml")
 
 
 def env_without_ray_address(**extra):
@@ -98,6 +95,7 @@ def test_a_stale_cluster_file_is_ignored(tmp_path):
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+@pytest.mark.ray  # a `python -m tuner run` subprocess
 @pytest.mark.parametrize("silent", [False, True], ids=["refused", "accepts-but-silent"])
 def test_an_address_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path, silent):
     with socket.socket() as s:
@@ -116,6 +114,7 @@ def test_an_address_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path
     assert took < 4 + 60, took  # bounded: the limit plus interpreter start-up on a loaded machine
 
 
+@pytest.mark.ray  # a `python -m tuner run` subprocess
 def test_ray_address_variable_counts_as_an_address(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

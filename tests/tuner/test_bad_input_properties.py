@@ -18,7 +18,7 @@ from tuner import spec as S
 from tuner.cli import _overrides
 from trainables.errors import TunerError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPACES = sorted(glob.glob(os.path.join(ROOT, "search_spaces", "*.yaml")))
 # TUNER_HYPOTHESIS_EXAMPLES=5000 for a long hunt; the default keeps the file well under a minute
 FAST = settings(max_examples=int(os.environ.get("TUNER_HYPOTHESIS_EXAMPLES", "200")), deadline=None,

@@ -15,7 +15,7 @@ from trainables.losses import accepted
 from trainables import MODELS
 from trainables.bpr_mf import Config as BPRConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 M = "model: bpr_mf\n"
 VALID_MODELS = "valid: " + ", ".join(MODELS)
 VALID_LOSSES = "valid: " + ", ".join(accepted("bpr_mf"))  # what bpr_mf accepts

@@ -42,9 +42,10 @@ def test_healthy_min_mode_metric_never_fires():
 
 # -- stuck ----------------------------------------------------------------------------------
 def test_stuck_identical_loss_fires_after_n_epochs():
-    d = first_diagnosis(hist([0.3133] * 6, [0.004] * 6), M)
-    assert d is not None and d.name == "stuck" and d.epoch == 3
-    assert "unchanged for 3 epochs" in d.reason and "\n" not in d.reason
+    n = DiagnoseConfig().stuck_epochs  # the default threshold, whatever it is set to
+    d = first_diagnosis(hist([0.3133] * (n + 3), [0.004] * (n + 3)), M)
+    assert d is not None and d.name == "stuck" and d.epoch == n
+    assert f"unchanged for {n} epochs" in d.reason and "\n" not in d.reason
 
 
 def test_plateau_shorter_than_n_does_not_fire():
@@ -100,10 +101,12 @@ def test_loss_bump_is_not_divergence():
 
 
 # -- dominated ------------------------------------------------------------------------------
-def test_dominated_fires_after_two_epochs_below_one_tenth():
-    h = hist(linear(1.0, 0.5, 4), linear(0.01, 0.03, 4), grad_ratio_causal=[0.5, 0.05, 0.04, 0.03])
+def test_dominated_fires_after_n_epochs_below_one_tenth():
+    n = DiagnoseConfig().dominated_epochs  # the default: that many epochs in a row below 1/10
+    ratios = [0.5] + [0.05] * (n + 1)  # below from epoch 2 on
+    h = hist(linear(1.0, 0.5, n + 2), linear(0.01, 0.03, n + 2), grad_ratio_causal=ratios)
     d = first_diagnosis(h, M)
-    assert d is not None and d.name == "dominated" and d.epoch == 3
+    assert d is not None and d.name == "dominated" and d.epoch == 1 + n
     assert "grad_ratio_causal" in d.reason and "causal" in d.reason
 
 
