@@ -1,9 +1,10 @@
 """`tuner run`: a validated Spec -> a Ray Tune sweep (Optuna TPE + ASHA) logged to MLflow.
 
 Order matters for "nothing half-written": the spec and the data are checked first, then the
-MLflow experiment is created on the driver, then the output folder, then Ray starts. Test
-metrics are computed here, after the sweep, from the best trial's best checkpoint; Tune only
-ever sees validation metrics.
+MLflow experiment is created on the driver, then the output folder, then Ray starts. This module
+builds the sweep (searcher, scheduler, callbacks, sweep.json); tuner/pipeline.py runs it, and
+computes test metrics after the sweep from the best trial's best checkpoint; Tune only ever sees
+validation metrics.
 """
 
 from __future__ import annotations
