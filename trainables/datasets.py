@@ -4,11 +4,10 @@ import each other."""
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 
-from trainables import synthetic
+from trainables import synthetic, yamlio
 from trainables.data import Dataset, load, load_item_attributes, user_slice
 
 
@@ -19,9 +18,7 @@ def dataset_for(spec) -> Dataset:
         return synthetic.generate(s.n_users, s.n_items, s.mean_length, s.seed)
     data = load(spec.data_path, spec.data.format)
     if spec.data.item_attributes:
-        path = spec.data.item_attributes
-        if not os.path.isabs(path):
-            path = os.path.join(os.path.dirname(os.path.abspath(spec.path)), path)
+        path = yamlio.beside(spec.path, spec.data.item_attributes)  # as the spec check resolved it
         data = replace(data, item_features=load_item_attributes(path, data))
     if spec.data.smoke_users:
         total = data.n_users

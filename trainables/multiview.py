@@ -289,13 +289,10 @@ def load(path: str, seed: int = 0) -> MultiViewData:
         raise TunerError(f"{path}: views: need a mapping of at least 2 views, name -> feature file")
     if "labels" not in raw or not isinstance(raw["labels"], str):
         raise TunerError(f"{path}: labels: missing; give the labels file")
-    base = os.path.dirname(os.path.abspath(path))
-
     def resolve(p: Any, key: str) -> str:
         if not isinstance(p, str) or not p:
             raise TunerError(f"{path}: {key}: expected a file path, got {p!r}")
-        p = os.path.expanduser(p)
-        return os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
+        return yamlio.beside(path, p)
 
     labels_path = resolve(raw["labels"], "labels")
     labels, classes = _labels(labels_path)

@@ -108,3 +108,15 @@ def decode(data: bytes, path: str) -> str:
         line = data.count(b"\n", 0, e.start) + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise TunerError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {col})") from None
+
+
+def beside(anchor: str, path: str | None) -> str | None:
+    """A path written in the file `anchor` (a spec, a claim, a manifest): `~` expanded, a relative one
+    taken from the anchor file's folder, normalised; None stays None. The one place this is decided,
+    so that what the spec check reads is what the data loader opens."""
+    if path is None:
+        return None
+    path = os.path.expanduser(path)
+    if not os.path.isabs(path):
+        path = os.path.join(os.path.dirname(os.path.abspath(anchor)), path)
+    return os.path.normpath(path)

@@ -290,18 +290,19 @@ def version() -> str:
         return found.group(1) if found else "unknown"
 
 
+def spec_args(sp: argparse.ArgumentParser) -> None:
+    """The arguments of every command that reads one spec file (run, validate, show)."""
+    sp.add_argument("space", help="search-space YAML, e.g. search_spaces/bpr.yaml")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override any YAML field, e.g. --set search.samples=8 (repeatable)")
+    sp.add_argument("--smoke-test", action="store_true",
+                    help="2 trials x 2 epochs on tiny synthetic data, or on 300 users of the spec's data file")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tuner", description="Measured hyperparameter sweeps for recommenders.")
     p.add_argument("--version", action="version", version=f"tuner {version()}")
     sub = p.add_subparsers(dest="command", required=True)
-
-    def spec_args(sp):
-        sp.add_argument("space", help="search-space YAML, e.g. search_spaces/bpr.yaml")
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override any YAML field, e.g. --set search.samples=8 (repeatable)")
-        sp.add_argument("--smoke-test", action="store_true",
-                        help="2 trials x 2 epochs on tiny synthetic data, or on 300 users of the spec's data file")
-
     r = sub.add_parser("run", help="run a sweep")
     spec_args(r)
     r.add_argument("--output", default="runs", help="output folder (default: runs)")

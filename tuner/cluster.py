@@ -43,19 +43,19 @@ def connect_timeout() -> float:
 
 def _loopback_only(on: bool) -> None:
     """Ray's single-machine mode (node IP 127.0.0.1) for a private Ray; the normal mode to join one."""
-    from ray._private import ray_constants  # the one private Ray attribute this module touches
+    from tuner import raycompat
 
     os.environ[_LOOPBACK_ENV] = "0" if on else "1"  # inherited by the raylet and the workers
-    ray_constants.ENABLE_RAY_CLUSTER = not on
+    raycompat.set_cluster_mode(not on)
 
 
 def _host_port(address: str) -> tuple[str, int]:
     """HOST:PORT of an address Ray accepts: HOST:PORT, ray://HOST:PORT or auto."""
     target = address
     if address == "auto":
-        from ray._private.utils import read_ray_address
+        from tuner import raycompat
 
-        target = read_ray_address()
+        target = raycompat.read_ray_address()
         if not target:
             raise TunerError("--address auto: no running Ray cluster found on this machine (start one "
                              "with `ray start --head`, or leave out --address for a private local Ray)")

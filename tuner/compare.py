@@ -32,7 +32,7 @@ from analysis.stats import Row, compare, markdown_table
 from tuner.trainable import train as train_one
 from tuner import checkpoints
 from tuner import spec as specmod
-from tuner import finish, progress, recover, sweep, tracking
+from tuner import finish, pipeline, sweep, tracking
 from trainables.errors import TunerError, where
 from tuner.spec import Spec
 
@@ -80,7 +80,7 @@ def load_claim(path: str, smoke: bool = False) -> Claim:
     for k in raw:
         if k not in allowed:
             raise TunerError(f"{where(path, k)}: unknown key; valid keys: {', '.join(sorted(allowed))}")
-    base = os.path.join(os.path.dirname(os.path.abspath(path)), raw["spec"])
+    base = yamlio.beside(path, raw["spec"])
 
     def variant(key: str) -> Variant:
         body = raw[key]
@@ -141,77 +141,70 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
     a, b = claim.a.spec, claim.b.spec
     if a.data != b.data or a.data_path != b.data_path or a.eval != b.eval:
         raise TunerError(f"{claim.path}: A and B must use the same data and eval sections to be paired")
-    entry_a = a.model_entry()
-    data = entry_a.dataset(a)
+    data = a.model_entry().dataset(a)
     variants = {
         "A": {"model": a.model, "config": dict(a.fixed), "spec": a},
         "B": {"model": b.model, "config": dict(b.fixed), "spec": b},
     }
-    uri = a.tracking.uri or tracking.default_uri(output)
-    tracking.check_reachable(uri)
-    progress.quiet_libraries()
-    sweep.start_ray(a, address, verbose)
-    os.makedirs(output, exist_ok=True)
-    client, exp_id = tracking.connect(uri, "compare", os.path.join(output, "mlartifacts"))
+    session = pipeline.connect(a, uri=a.tracking.uri or tracking.default_uri(output), output=output,
+                               experiment="compare", address=address, verbose=verbose)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     title = os.path.splitext(os.path.basename(claim.path))[0]
-    out_dir = recover.unique_dir(output, f"compare-{title}-{stamp}")  # two compares in one second
-    parent = client.create_run(exp_id, run_name=f"{claim.a.name} vs {claim.b.name} ({claim.seeds} seeds)", tags={
-        "tuner.role": "compare", "claim": claim.claim[:500], "model": a.model, "dataset": data.name,
-        "spec": os.path.basename(claim.path), "status": "running"})
-    pid = parent.info.run_id
+    out_dir, pid = pipeline.open_parent(  # -2, -3 for two compares in one second
+        session, output, f"compare-{title}-{stamp}", f"{claim.a.name} vs {claim.b.name} ({claim.seeds} seeds)",
+        lambda _dir: {"tuner.role": "compare", "claim": claim.claim[:500], "model": a.model,
+                      "dataset": data.name, "spec": os.path.basename(claim.path), "status": "running"})
+    client = session.client
     client.log_batch(pid, params=[Param(f"{side}.{k}", str(v)[:500]) for side, var in (("A", a), ("B", b))
                                   for k, v in var.fixed.items()] + [Param("seeds", str(claim.seeds))])
     client.log_artifact(pid, claim.path)
 
-    epochs_of = VariantEpochs(variants)
-    runs_cb = tracking.TrialRuns(uri, exp_id, pid, model=a.model, dataset=data.name, spec_file=claim.path,
-                                 searched=("variant", "seed"), epochs_of=epochs_of)
+    runs_cb = tracking.TrialRuns(session.uri, session.exp_id, pid, model=a.model, dataset=data.name,
+                                 spec_file=claim.path, searched=("variant", "seed"), epochs_of=VariantEpochs(variants))
     slim = {k: {"model": v["model"], "config": v["config"]} for k, v in variants.items()}
-    trainable = tune.with_resources(
-        tune.with_parameters(train_variant, data=data, variants=slim, ks=a.eval.ks,
-                             batch_users=a.eval.batch_users, use_gpu=a.resources.gpu > 0),
-        {"cpu": a.resources.cpu, "gpu": a.resources.gpu})
-    tuner = tune.Tuner(
-        trainable,
+    tuner = pipeline.make_tuner(
+        pipeline.trainable(train_variant, a, data, variants=slim), a, out_dir,
         param_space={"variant": tune.grid_search(["A", "B"]), "seed": tune.grid_search(list(range(claim.seeds)))},
-        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency or a.search.concurrency,
-                                    reuse_actors=True),
-        run_config=tune.RunConfig(name="ray", storage_path=out_dir, callbacks=[runs_cb], verbose=progress.ray_verbosity(verbose),
-                                  checkpoint_config=tune.CheckpointConfig(
-                                      num_to_keep=1, checkpoint_score_attribute=a.metric.name,
-                                      checkpoint_score_order=a.metric.mode),
-                                  failure_config=tune.FailureConfig(max_failures=a.run.max_failures)),
-    )
+        samples=1, concurrency=concurrency or a.search.concurrency, callbacks=[runs_cb], verbose=verbose, keep=1)
     status = "failed"
     try:
-        grid = tuner.fit()
-        per_seed: dict[str, dict[int, dict[str, float]]] = {"A": {}, "B": {}}
-        for r in grid:
-            side, seed = r.config["variant"], r.config["seed"]
-            spec = variants[side]["spec"]
-            values: dict[str, float] = {}
-            if r.error is None and r.metrics_dataframe is not None and spec.metric.name in r.metrics_dataframe:
-                hist = r.metrics_dataframe
-                best = hist[spec.metric.name].idxmax() if spec.metric.mode == "max" else hist[spec.metric.name].idxmin()
-                values.update({k: float(hist.loc[best, k]) for k in hist.columns if str(k).startswith("val_")})
-                values["train_loss_jitter"] = _jitter(hist["train_loss"].to_numpy())
-                values["final_train_loss"] = float(hist["train_loss"].iloc[-1])
-                ckpt = r.get_best_checkpoint(spec.metric.name, spec.metric.mode)
-                with ckpt.as_directory() as d:  # verified; a corrupt one falls back to an earlier one
-                    state, _ = checkpoints.load_with_fallback(d, "cpu")
-                cfg = {**variants[side]["config"], "seed": seed}
-                if state is not None:  # no intact checkpoint: the seed has validation values only
-                    test = finish.evaluate_state(spec, cfg, data, state, "test")
-                    values.update({f"test_{k}": v for k, v in test.items()})
-            per_seed[side][seed] = values
+        per_seed = _per_seed(tuner.fit(), variants, data)
         status = "completed"
     finally:
         runs_cb.close_running()
         if status != "completed":
             client.set_tag(pid, "status", status)
             client.set_terminated(pid, "FAILED")
+    return _conclude(claim, per_seed, out_dir, client, pid, data.name, t0)
 
+
+def _per_seed(grid, variants: Mapping[str, Mapping[str, Any]], data) -> dict[str, dict[int, dict[str, float]]]:
+    """side -> seed -> values: best-epoch validation metrics, loss stability and, from the best intact
+    checkpoint, test metrics (computed here, on the driver)."""
+    per_seed: dict[str, dict[int, dict[str, float]]] = {"A": {}, "B": {}}
+    for r in grid:
+        side, seed = r.config["variant"], r.config["seed"]
+        spec = variants[side]["spec"]
+        values: dict[str, float] = {}
+        if r.error is None and r.metrics_dataframe is not None and spec.metric.name in r.metrics_dataframe:
+            hist = r.metrics_dataframe
+            best = hist[spec.metric.name].idxmax() if spec.metric.mode == "max" else hist[spec.metric.name].idxmin()
+            values.update({k: float(hist.loc[best, k]) for k in hist.columns if str(k).startswith("val_")})
+            values["train_loss_jitter"] = _jitter(hist["train_loss"].to_numpy())
+            values["final_train_loss"] = float(hist["train_loss"].iloc[-1])
+            ckpt = r.get_best_checkpoint(spec.metric.name, spec.metric.mode)
+            with ckpt.as_directory() as d:  # verified; a corrupt one falls back to an earlier one
+                state, _ = checkpoints.load_with_fallback(d, "cpu")
+            cfg = {**variants[side]["config"], "seed": seed}
+            if state is not None:  # no intact checkpoint: the seed has validation values only
+                test = finish.evaluate_state(spec, cfg, data, state, "test")
+                values.update({f"test_{k}": v for k, v in test.items()})
+        per_seed[side][seed] = values
+    return per_seed
+
+
+def _conclude(claim: Claim, per_seed, out_dir: str, client, pid: str, dataset: str, t0: float) -> CompareResult:
+    """The paired verdicts: compare.md / compare.json, and the parent run's metrics, tags and artifacts."""
     metrics = list(claim.metrics)
     modes = {m: ("min" if ("loss" in m or "jitter" in m) else "max") for m in metrics}
     rows = compare(per_seed["A"], per_seed["B"], metrics, modes)
@@ -219,11 +212,11 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
     md = markdown_table(rows, claim.a.name, claim.b.name)
     header = f"**{claim.claim}**\n\n" if claim.claim else ""
     with open(os.path.join(out_dir, "compare.md"), "w") as fh:
-        fh.write(f"{header}{md}\n\n{claim.seeds} seeds per side, {wall:.0f} s, data {data.name}\n")
+        fh.write(f"{header}{md}\n\n{claim.seeds} seeds per side, {wall:.0f} s, data {dataset}\n")
     with open(os.path.join(out_dir, "compare.json"), "w") as fh:
         json.dump({"claim": claim.claim, "a": claim.a.name, "b": claim.b.name, "seeds": claim.seeds,
                    "rows": [r.__dict__ for r in rows], "per_seed": per_seed, "wall_seconds": wall,
-                   "dataset": data.name}, fh, indent=2, default=str)
+                   "dataset": dataset}, fh, indent=2, default=str)
     now = int(time.time() * 1000)
     client.log_batch(pid, metrics=[Metric(f"{k}_{r.metric}", v, now, 0) for r in rows
                                    for k, v in (("diff", r.diff), ("ci_low", r.ci_low), ("ci_high", r.ci_high))
@@ -232,4 +225,4 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
     client.log_artifact(pid, os.path.join(out_dir, "compare.md"))
     client.log_artifact(pid, os.path.join(out_dir, "compare.json"))
     client.set_terminated(pid, "FINISHED")
-    return CompareResult(rows, md, per_seed, out_dir, wall, pid, {"dataset": data.name})
+    return CompareResult(rows, md, per_seed, out_dir, wall, pid, {"dataset": dataset})

@@ -19,7 +19,7 @@ from mlflow.entities import Metric, Param, RunTag
 from tuner.importance import MIN_COMPLETE_TRIALS, importance
 from analysis.report import write_report
 from trainables import loop
-from tuner import checkpoints, outcome
+from tuner import checkpoints, outcome, raycompat
 from tuner import spec as specmod
 from trainables.data import Dataset
 from tuner.provenance import SWEEP_STATUS
@@ -54,7 +54,7 @@ def best_links(client, pid: str, runs_cb, used: Mapping[str, Any]) -> list[RunTa
     run_id = runs_cb.runs.get(used.get("trial_id"))
     if run_id:
         tags.append(RunTag("best_trial_run_id", run_id))
-        run = runs_cb._safe(client.get_run, run_id)
+        run = runs_cb.safe(client.get_run, run_id)
         if run is not None:
             tags.append(RunTag("best_trial_name", run.info.run_name))
     return tags
@@ -64,7 +64,7 @@ def sweep_importance(searcher, metric: str):
     """PED-ANOVA on COMPLETE trials, as optuna-dashboard's default; only from MIN_COMPLETE_TRIALS."""
     if searcher is None:
         return importance(None, metric)
-    return importance(searcher._ot_study, metric, method="ped_anova", min_trials=MIN_COMPLETE_TRIALS)
+    return importance(raycompat.optuna_study(searcher), metric, method="ped_anova", min_trials=MIN_COMPLETE_TRIALS)
 
 
 def complete(ctx, searcher, results: list, table: pd.DataFrame, runs_cb, epochs_of):

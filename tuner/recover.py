@@ -92,12 +92,12 @@ def close_lost(runs_cb, searcher, known: Iterable[str]) -> list[str]:
     lost = [tid for tid in runs_cb.runs if tid not in known]
     for tid in lost:
         run_id = runs_cb.runs[tid]
-        run = runs_cb._safe(runs_cb.client.get_run, run_id)
+        run = runs_cb.safe(runs_cb.client.get_run, run_id)
         if run is not None and run.data.tags.get("status") == "lost" and run.info.status != "RUNNING":
             continue  # closed by an earlier resume
-        runs_cb._safe(runs_cb.client.log_batch, run_id,
+        runs_cb.safe(runs_cb.client.log_batch, run_id,
                       tags=[RunTag("status", "lost"), RunTag("stop_reason", LOST_REASON)])
-        runs_cb._safe(runs_cb.client.set_terminated, run_id, "FAILED")
+        runs_cb.safe(runs_cb.client.set_terminated, run_id, "FAILED")
     if lost:
         log.warning("%d trial(s) lost when the driver died; recorded as lost", len(lost))
     if searcher is not None:
@@ -110,9 +110,11 @@ def fail_orphan_optuna_trials(searcher) -> int:
     RUNNING in optuna.db forever and optuna-dashboard shows them as in progress)."""
     import optuna
 
-    study = searcher._ot_study
-    owned = {t.number for t in searcher._ot_trials.values()}
-    sweep = getattr(searcher, "_owner", None)  # a study shared by sweeps: fail only this sweep's
+    from tuner import raycompat
+
+    study = raycompat.optuna_study(searcher)
+    owned = {t.number for t in raycompat.optuna_trials(searcher).values()}
+    sweep = searcher.owner  # a study shared by sweeps: fail only this sweep's
     done = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.number in owned or (sweep and t.user_attrs.get("tuner.sweep") != sweep):

@@ -112,15 +112,21 @@ class PromotionASHA(FIFOScheduler):
     """Ray Tune scheduler over `Rungs`. time_attr is the trainable's own epoch counter, which a
     trial restored from its checkpoint continues (training_iteration would restart)."""
 
-    _supports_buffered_results = False  # a pause must land on the rung's own result (as HyperBand)
-
     def __init__(self, *, metric: str, mode: str, milestones: Sequence[int], reduction_factor: float,
                  samples: int, limiter: PauseAwareLimiter | None = None, time_attr: str = "epoch"):
         super().__init__()
-        self._metric, self._time_attr = metric, time_attr
+        self._score, self._time_attr = metric, time_attr  # our own: Ray's TrialScheduler keeps _metric
         self.rungs = Rungs(milestones, reduction_factor, samples, mode)
         self._limiter = limiter
         self._added = 0
+
+    @property
+    def metric(self) -> str:
+        return self._score
+
+    @property
+    def supports_buffered_results(self) -> bool:
+        return False  # a pause must land on the rung's own result (as HyperBand)
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True  # metric and mode come from the spec, at construction
@@ -129,7 +135,7 @@ class PromotionASHA(FIFOScheduler):
         self._added += 1
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
-        if self._metric not in result or self._time_attr not in result:
+        if self._score not in result or self._time_attr not in result:
             return TrialScheduler.CONTINUE
         k = self.rungs.index(int(result[self._time_attr]))
         tid = trial.trial_id
@@ -137,7 +143,7 @@ class PromotionASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE
         # get_trials, not get_trial: a scheduler may only call the first (Ray warns about the second)
         by_id = {t.trial_id: t for t in tune_controller.get_trials()}
-        for other in self.rungs.record(k, tid, result[self._metric]):
+        for other in self.rungs.record(k, tid, result[self._score]):
             t = by_id.get(other)
             if other != tid and t is not None and t.status == Trial.PAUSED:
                 tune_controller.stop_trial(t)

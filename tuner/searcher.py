@@ -18,7 +18,7 @@ import warnings
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from tuner import recover
+from tuner import raycompat, recover
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,15 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._configs: dict[str, dict] = {}
         self._name_metric()
 
+    @property
+    def owner(self) -> str | None:
+        """The sweep folder's name this searcher labels its Optuna trials with (None: unlabelled;
+        a searcher pickled before labels existed has no _owner)."""
+        return getattr(self, "_owner", None)
+
     def _name_metric(self) -> None:
         """The objective shows as the spec's metric in optuna-dashboard, not "Objective 0"."""
-        study = getattr(self, "_ot_study", None)
+        study = raycompat.optuna_study(self)
         if study is not None and isinstance(self.metric, str):
             try:
                 with warnings.catch_warnings():  # "experimental since 3.2": stable in use, noise on every run
@@ -56,12 +62,12 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
     def number_of(self, trial_id: str) -> int | None:
         """The Optuna trial number of a Ray trial (MLflow names its run trial-NNN after it)."""
-        ot = getattr(self, "_ot_trials", {}).get(trial_id)
+        ot = raycompat.optuna_trials(self).get(trial_id)
         return None if ot is None else int(ot.number)
 
     def link(self, trial_id: str, **attrs) -> None:
         """User attributes on the Optuna trial pointing at the same trial elsewhere (MLflow run)."""
-        ot = getattr(self, "_ot_trials", {}).get(trial_id)
+        ot = raycompat.optuna_trials(self).get(trial_id)
         if ot is None or self._told(trial_id):
             return
         for k, v in attrs.items():
@@ -75,9 +81,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if config is not None:
             self._configs[trial_id] = config
             self.link(trial_id, ray_trial_id=trial_id)
-            if getattr(self, "_owner", None):  # lets a resume find this sweep's orphans in a shared study
+            if self.owner:  # lets a resume find this sweep's orphans in a shared study
                 try:
-                    self._ot_trials[trial_id].set_user_attr("tuner.sweep", self._owner)
+                    raycompat.optuna_trials(self)[trial_id].set_user_attr("tuner.sweep", self.owner)
                 except Exception as e:  # noqa: BLE001 - bookkeeping only
                     log.warning("could not label Optuna trial of %s: %s", trial_id, e)
         return config
@@ -85,20 +91,20 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     def _told(self, trial_id: str) -> bool:
         """Optuna already has this trial's result: a trial re-run after the driver died (Ray had not
         saved that it ended) must not be told twice ("Cannot tell a COMPLETE trial")."""
-        ot = self._ot_trials.get(trial_id)
+        ot = raycompat.optuna_trials(self).get(trial_id)
         try:
-            return ot is not None and self._ot_study._storage.get_trial(ot._trial_id).state.is_finished()
+            return ot is not None and raycompat.stored_trial(raycompat.optuna_study(self), ot).state.is_finished()
         except Exception:  # noqa: BLE001 - unknown to this storage: let the normal path decide
             return False
 
     def _report(self, trial_id: str, result: dict | None) -> None:
         """One intermediate value per epoch, step = epoch (a replayed epoch keeps its first value)."""
-        ot = self._ot_trials.get(trial_id)
+        ot = raycompat.optuna_trials(self).get(trial_id)
         if ot is None or not result or self.metric not in result or "epoch" not in result:
             return
         step = int(result["epoch"])
         try:
-            stored = self._ot_study._storage.get_trial(ot._trial_id)
+            stored = raycompat.stored_trial(raycompat.optuna_study(self), ot)
             if step in stored.intermediate_values or stored.state.is_finished():
                 return
             ot.report(float(result[self.metric]), step)
@@ -106,26 +112,28 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             log.warning("could not report epoch %s of %s to Optuna: %s", step, trial_id, e)
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if trial_id in self._completed_trials or isinstance(self.metric, list):
+        if trial_id in raycompat.completed_trials(self) or isinstance(self.metric, list):
             return
         self._report(trial_id, result)
 
     def best_value(self, trial_id: str) -> float | None:
         """The trial's score: its best intermediate value (stored in optuna.db, so it survives a resume)."""
-        ot = self._ot_trials.get(trial_id)
+        ot = raycompat.optuna_trials(self).get(trial_id)
         try:
-            values = [v for v in self._ot_study._storage.get_trial(ot._trial_id).intermediate_values.values()
+            values = [v for v in raycompat.stored_trial(raycompat.optuna_study(self), ot).intermediate_values.values()
                       if v == v]
         except Exception:  # noqa: BLE001 - unknown trial
             return None
         if not values:
             return None
-        return max(values) if self._mode == "max" else min(values)
+        return max(values) if self.mode == "max" else min(values)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         config = self._configs.get(trial_id)
+        study, ot_trials, completed = (raycompat.optuna_study(self), raycompat.optuna_trials(self),
+                                       raycompat.completed_trials(self))
         if self._told(trial_id):
-            self._completed_trials.add(trial_id)
+            completed.add(trial_id)
             return
         if not error:
             self._report(trial_id, result)  # the epoch a stopper ended it on
@@ -134,25 +142,25 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             # stopped by Ctrl+C, not by ASHA: `tuner resume` continues it and tells Optuna at its
             # real end (told PRUNED here, it ended `completed` in MLflow but PRUNED in Optuna)
             return
-        if (result and not error and config is not None and trial_id in self._ot_trials
-                and trial_id not in self._completed_trials
+        if (result and not error and config is not None and trial_id in ot_trials
+                and trial_id not in completed
                 and int(result.get("epoch", 0)) < self._epochs_of(config)):
             # the same stop reason as MLflow's tag: the pathology stopper's, else ASHA's (only a
             # scheduler or the stopper end a trial early once Ctrl+C is ruled out above)
             self.link(trial_id, stop_reason=str(result.get("stop_reason") or "asha"))
             try:
-                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+                study.tell(ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
             except Exception as e:  # noqa: BLE001 - e.g. already told after a restore
                 log.warning("could not tell Optuna trial %s as pruned: %s", trial_id, e)
-            self._completed_trials.add(trial_id)
+            completed.add(trial_id)
             return
         # only a trial that ran every planned epoch is COMPLETE (a trial paused at an asha_promote
         # rung and ended without a result falls through to the stock path: PRUNED)
         ran_all = bool(result) and config is not None and int(result.get("epoch", 0)) >= self._epochs_of(config)
         best = self.best_value(trial_id) if ran_all and not error else None
-        if best is not None and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], best, state=optuna.trial.TrialState.COMPLETE)
-            self._completed_trials.add(trial_id)
+        if best is not None and trial_id in ot_trials and trial_id not in completed:
+            study.tell(ot_trials[trial_id], best, state=optuna.trial.TrialState.COMPLETE)
+            completed.add(trial_id)
             return
         if not error and not result:  # paused at an asha_promote rung, never promoted: PRUNED by ASHA
             self.link(trial_id, stop_reason="asha")

@@ -1,6 +1,6 @@
 """The experiment spec: one YAML file -> one frozen, typed `Spec`, validated before anything runs.
 
-Layout of a file (every section but `model` is optional; defaults live in the dataclasses below):
+Layout of a file (every section but `model` is optional; defaults live in the dataclasses of tuner/sections.py):
 
     name: bpr-mf
     model: bpr_mf                 # a key of trainables.MODELS
@@ -24,8 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 import yaml
 
@@ -33,179 +32,20 @@ from analysis.diagnose import DiagnoseConfig
 from trainables import config as cfgmod
 from trainables import yamlio
 from tuner.checks import describe_uri, uri_problem
-from trainables.config import bounded, text
 from trainables.errors import TunerError, excerpt, where
-from trainables.metrics import EVAL_BATCH_USERS
+# the sections' dataclasses and the operations on a Spec live beside this module; tuner.spec is their public name
+from tuner.sections import (MAX_SEED, SMOKE_USERS, DataSpec, EvalSpec, MetricSpec, Param, ResourcesSpec,  # noqa: F401
+                            RunSpec, SchedulerSpec, SearchSpec, Spec, SyntheticSpec, TrackingSpec, _RawParam)
+from tuner.specops import check_resources, dump_fixed, smoke, with_max_epochs  # noqa: F401
 
 # Upper bounds: each a generous multiple of any real use, low enough that a typo (1e23 samples,
 # a billion items) fails here, in one line, instead of as a MemoryError or a hang after Ray started.
-MAX_SEED = 2**32 - 1  # numpy / Optuna seeds
 MAX_NAME = 64  # the sweep name becomes folder, MLflow experiment and Optuna study names
 MAX_K = 10_000  # eval cut-offs
 MAX_SYNTHETIC_CELLS = 50_000_000  # n_users x n_items: the generator holds a few float [U, N] arrays
 # model knobs (by name suffix) whose size sets memory or time; the models' Config leaves them open above
 KNOB_CAPS = (("epochs", 10_000), ("batch_size", 1 << 20), ("dim", 1 << 16), ("maxlen", 100_000),
              ("negatives", 100_000), ("n_heads", 1024), ("n_blocks", 1024))
-
-@dataclass(frozen=True)
-class MetricSpec:
-    name: str = "val_ndcg_10"  # a key the trainable reports every epoch
-    mode: Literal["max", "min"] = "max"
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """Size and seed of the embedded generator (trainables.synthetic documents the planted truth)."""
-
-    n_users: int = bounded(3000, low=10, high=1_000_000)
-    n_items: int = bounded(1000, low=20, high=1_000_000)
-    mean_length: float = bounded(20.0, low=3.0, high=1000.0)
-    seed: int = bounded(0, low=0, high=MAX_SEED)
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    source: Literal["synthetic", "file"] = "synthetic"
-    path: str | None = None  # relative paths are resolved against the YAML file's folder
-    format: Literal["auto", "pairs", "sequences", "csv", "tsv", "inter"] = "auto"
-    item_attributes: str | None = None  # S3-Rec item2attributes.json, for content-aware models
-    synthetic: SyntheticSpec = SyntheticSpec()
-    # set by --smoke-test on file data: train and evaluate on this many users of the file (seeded slice)
-    smoke_users: int | None = None
-
-
-SMOKE_USERS = 300  # enough users for every metric to be defined, few enough for seconds per epoch
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    ks: tuple[int, ...] = (10, 20)
-    batch_users: int = bounded(EVAL_BATCH_USERS, low=1, high=1 << 16)
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    samples: int = bounded(16, low=1, high=100_000)
-    concurrency: int = bounded(2, low=1, high=1024)
-    seed: int = bounded(0, low=0, high=MAX_SEED)
-    algo: Literal["tpe", "random"] = "tpe"
-    study_name: str | None = text(None, max_len=200)
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    # asha: Ray's ASHAScheduler (a trial continues if at or above the (1 - 1/rf) quantile of the trials
-    #   that reached the rung before it; the first arrivals always continue).
-    # asha_promote: ASHA with promotions (tuner/schedulers.py): a trial pauses at a rung and resumes
-    #   once it ranks in the top floor(n / rf) of the n trials that reached it.
-    type: Literal["asha", "asha_promote", "fifo"] = "asha"
-    grace_period: int = bounded(2, low=1, high=10_000)
-    reduction_factor: float = bounded(3.0, low=1.01, high=1000.0)
-
-    def rungs(self, max_t: int) -> tuple[int, ...]:
-        """The milestones (epochs) at which trials are compared."""
-        g, rf = self.grace_period, self.reduction_factor
-        if self.type == "asha":  # Ray's AsyncHyperBand _Bracket formula (one bracket)
-            n = int(math.log(max_t / g) / math.log(rf) + 1)
-            return tuple(int(g * rf**k) for k in range(n))
-        if self.type == "asha_promote":  # a rung only where a promotion buys at least rf x its epochs
-            out, r = [], float(g)
-            while r * rf <= max_t:
-                out.append(int(r))
-                r *= rf
-            return tuple(out)
-        return ()
-
-
-@dataclass(frozen=True)
-class ResourcesSpec:
-    cpu: float = bounded(1.0, low=0.0, high=1024.0)  # check_resources compares with the cluster
-    gpu: float = bounded(0.0, low=0.0, high=64.0)
-
-
-@dataclass(frozen=True)
-class TrackingSpec:
-    uri: str | None = text(None, max_len=2000)  # default: sqlite:///<output>/mlflow.db
-    experiment: str | None = text(None, max_len=200)  # default: the spec's name
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    max_failures: int = bounded(0, low=-1, high=1000)
-    checkpoints_to_keep: int = bounded(2, low=1, high=1000)
-
-
-@dataclass(frozen=True)
-class Param:
-    """One searched knob, in Optuna's vocabulary."""
-
-    name: str
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # ((param, allowed values), ...)
-    doc: str = ""  # free text, e.g. which seed the range comes from
-
-
-@dataclass(frozen=True)
-class _RawParam:  # the YAML shape of a Param, checked by config.build
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple[Any, ...] | None = None
-    when: dict | None = None
-    doc: str = ""
-
-
-@dataclass(frozen=True)
-class Spec:
-    path: str  # the YAML file (for messages and resolving relative data paths)
-    name: str
-    model: str
-    metric: MetricSpec = MetricSpec()
-    data: DataSpec = DataSpec()
-    eval: EvalSpec = EvalSpec()
-    fixed: Mapping[str, Any] = field(default_factory=dict)
-    space: tuple[Param, ...] = ()
-    search: SearchSpec = SearchSpec()
-    scheduler: SchedulerSpec = SchedulerSpec()
-    resources: ResourcesSpec = ResourcesSpec()
-    tracking: TrackingSpec = TrackingSpec()
-    run: RunSpec = RunSpec()
-    diagnose: DiagnoseConfig = DiagnoseConfig()  # pathology stopper thresholds (analysis/diagnose.py)
-
-    @property
-    def data_path(self) -> str | None:
-        """The data file, resolved against the spec file's folder."""
-        if self.data.path is None:
-            return None
-        p = os.path.expanduser(self.data.path)
-        if not os.path.isabs(p):
-            p = os.path.join(os.path.dirname(os.path.abspath(self.path)), p)
-        return os.path.normpath(p)
-
-    def model_entry(self):
-        from trainables import get_model
-
-        return get_model(self.model)
-
-    def max_epochs(self) -> int:
-        """The most epochs any trial can run (ASHA's max_t)."""
-        for p in self.space:
-            if p.name == "epochs":
-                return int(max(p.choices) if p.type == "categorical" else p.high)
-        if "epochs" in self.fixed:
-            return int(self.fixed["epochs"])
-        return int(self.model_entry().config_cls().epochs)
-
-    def replace(self, **changes: Any) -> "Spec":
-        return dataclasses.replace(self, **changes)
-
 
 _TOP_KEYS = {f.name for f in dataclasses.fields(Spec)} - {"path"}
 
@@ -492,7 +332,7 @@ def _check_cross(spec: Spec, line_of) -> None:
         raise TunerError(
             f"{where(path, 'data.path', line_of('data.path'))}: set data.source: file to read a path"
         )
-    for attr, key in ((spec.data_path, "data.path"), (_resolve(spec, spec.data.item_attributes), "data.item_attributes")):
+    for attr, key in ((spec.data_path, "data.path"), (spec.resolve(spec.data.item_attributes), "data.item_attributes")):
         if attr is not None and not os.path.isfile(attr):
             what = "not a regular file" if os.path.exists(attr) else "no such file"  # /dev/urandom, a FIFO
             raise TunerError(f"{where(path, key, line_of(key))}: {what}: {attr}")
@@ -520,78 +360,8 @@ def _check_cross(spec: Spec, line_of) -> None:
             if not p.when:
                 point.setdefault(p.name, p.choices[0] if p.type == "categorical" else p.low)
         try:
-            entry.validate(entry.make_config(point))
+            entry.make_config(point)  # builds the point's Config once and runs entry.validate on it
         except TunerError as e:
             raise TunerError(f"{path}: {e}") from None
     if math.isnan(spec.resources.cpu):
         raise TunerError(f"{path}: resources.cpu must be a number")
-
-
-def _resolve(spec: Spec, p: str | None) -> str | None:
-    if p is None:
-        return None
-    p = os.path.expanduser(p)
-    if not os.path.isabs(p):
-        p = os.path.join(os.path.dirname(os.path.abspath(spec.path)), p)
-    return os.path.normpath(p)
-
-
-def with_max_epochs(spec: Spec, n: int) -> Spec:
-    """`--max-epochs N`: every trial runs (at most) N epochs; `epochs` leaves the search space."""
-    if not 1 <= n <= 10_000:
-        raise TunerError(f"--max-epochs: must be between 1 and 10000, got {cfgmod.short_number(n)}")
-    space = tuple(p for p in spec.space if p.name != "epochs")
-    grace = min(spec.scheduler.grace_period, n)
-    return spec.replace(fixed={**spec.fixed, "epochs": n}, space=space,
-                        scheduler=dataclasses.replace(spec.scheduler, grace_period=grace))
-
-
-def _smoke_data(spec: Spec) -> DataSpec:
-    """File data keeps its file and loader (a smoke test should exercise them) on a slice of its users."""
-    if spec.data.source == "file":
-        return dataclasses.replace(spec.data, smoke_users=SMOKE_USERS)
-    return DataSpec(synthetic=SyntheticSpec(n_users=200, n_items=100, mean_length=12.0, seed=0), item_attributes=None)
-
-
-def smoke(spec: Spec) -> Spec:
-    """The `--smoke-test` variant: 2 trials x 2 epochs on tiny synthetic data, or on 300 users of the data file."""
-    space = tuple(p for p in spec.space if p.name != "epochs")
-    return spec.replace(
-        name=f"{spec.name}-smoke",
-        data=_smoke_data(spec),
-        fixed={**spec.fixed, "epochs": 2},
-        space=space,
-        search=dataclasses.replace(spec.search, samples=2, concurrency=2),
-        scheduler=dataclasses.replace(spec.scheduler, grace_period=1),
-        resources=ResourcesSpec(cpu=1.0, gpu=0.0),
-    )
-
-
-def dump_fixed(spec: Spec, config: Mapping[str, Any]) -> str:
-    """A spec YAML running exactly `config` (no search): what `tuner run` writes as best_config.yaml."""
-    out: dict[str, Any] = {
-        "name": f"{spec.name}-best",
-        "model": spec.model,
-        "metric": cfgmod.to_dict(spec.metric),
-        "data": {k: v for k, v in cfgmod.to_dict(spec.data).items() if v is not None},
-        "eval": cfgmod.to_dict(spec.eval),
-        "fixed": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()},
-        "search": {"samples": 1, "concurrency": 1, "seed": spec.search.seed},
-        "scheduler": {"type": "fifo"},
-        "resources": cfgmod.to_dict(spec.resources),
-    }
-    if spec.data_path:
-        out["data"]["path"] = spec.data_path
-    if spec.data.item_attributes:
-        out["data"]["item_attributes"] = _resolve(spec, spec.data.item_attributes)
-    if spec.data.source != "synthetic":
-        out["data"].pop("synthetic", None)
-    return yaml.safe_dump(out, sort_keys=False)
-
-
-def check_resources(spec: Spec, cpus: float, gpus: float) -> None:
-    """A trial that asks for more than the largest node has would wait forever: refuse it now."""
-    for key, want, have in (("cpu", spec.resources.cpu, cpus), ("gpu", spec.resources.gpu, gpus)):
-        if want > have:
-            raise TunerError(f"{where(spec.path, f'resources.{key}')}: each trial asks for {want:g} but the largest "
-                             f"Ray node has {have:g}; no trial could ever start (lower it, or join a larger cluster)")

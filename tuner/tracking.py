@@ -138,7 +138,7 @@ class TrialRuns(tune.Callback):
         self.client = MlflowClient(self.tracking_uri)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _safe(self, fn, *args, **kwargs):
+    def safe(self, fn, *args, **kwargs):
         """MLflow hiccups must not kill a sweep: retry twice, then count and go on."""
         for attempt in range(3):
             try:
@@ -152,7 +152,7 @@ class TrialRuns(tune.Callback):
 
     def _existing_runs(self) -> None:
         """After a restore: map trial ids to the runs created before the interruption."""
-        runs = self._safe(self.client.search_runs, [self.experiment_id],
+        runs = self.safe(self.client.search_runs, [self.experiment_id],
                           f"tags.mlflow.parentRunId = '{self.parent}'", max_results=5000) or []
         for r in runs:
             tid = r.data.tags.get("tuner.trial_id")
@@ -180,8 +180,8 @@ class TrialRuns(tune.Callback):
     # -- Tune hooks ------------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.runs:  # resumed trial: reopen its run
-            self._safe(self.client.update_run, self.runs[trial.trial_id], status="RUNNING")
-            self._safe(self.client.set_tag, self.runs[trial.trial_id], "status", "running")
+            self.safe(self.client.update_run, self.runs[trial.trial_id], status="RUNNING")
+            self.safe(self.client.set_tag, self.runs[trial.trial_id], "status", "running")
             self.final.pop(trial.trial_id, None)
             return
         number = self._number(trial.trial_id)
@@ -198,11 +198,11 @@ class TrialRuns(tune.Callback):
         if self.searcher is not None and self.searcher.number_of(trial.trial_id) is not None:
             tags["optuna.trial_number"] = str(number)
         name = self._run_name(number, config)
-        run = self._safe(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+        run = self.safe(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
         if run is None:
             return
         self.runs[trial.trial_id] = run.info.run_id
-        self._safe(self.client.log_batch, run.info.run_id,
+        self.safe(self.client.log_batch, run.info.run_id,
                    params=[Param(k, v) for k, v in flat_params(config).items()])
         if self.searcher is not None:  # optuna-dashboard users find the MLflow run from the trial
             self.searcher.link(trial.trial_id, mlflow_run_id=run.info.run_id, mlflow_run_name=name)
@@ -242,7 +242,7 @@ class TrialRuns(tune.Callback):
             for k, v in result.items()
             if k not in RAY_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
         ] + self._best_so_far(trial.trial_id, result, step)
-        self._safe(self.client.log_batch, run_id, metrics=metrics,
+        self.safe(self.client.log_batch, run_id, metrics=metrics,
                    tags=[RunTag("epochs_run", str(step))])
 
     def _ending(self, trial, ran: int) -> tuple[str, str]:
@@ -272,8 +272,8 @@ class TrialRuns(tune.Callback):
             tags.append(RunTag("stop_reason", reason))
         self.final[trial.trial_id] = status
         self.reasons[trial.trial_id] = reason
-        self._safe(self.client.log_batch, run_id, tags=tags)
-        self._safe(self.client.set_terminated, run_id, "KILLED" if status == "interrupted" else "FINISHED")
+        self.safe(self.client.log_batch, run_id, tags=tags)
+        self.safe(self.client.set_terminated, run_id, "KILLED" if status == "interrupted" else "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
@@ -282,18 +282,18 @@ class TrialRuns(tune.Callback):
         reason = error_reason(trial)
         self.final[trial.trial_id] = "errored"
         self.reasons[trial.trial_id] = reason[:500]
-        self._safe(self.client.log_batch, run_id,
+        self.safe(self.client.log_batch, run_id,
                    tags=[RunTag("status", "errored"), RunTag("stop_reason", reason[:500])])
-        self._safe(self.client.set_terminated, run_id, "FAILED")
+        self.safe(self.client.set_terminated, run_id, "FAILED")
 
     def close_running(self) -> None:
         """At the end (or on interruption): no child run may stay RUNNING forever."""
         for tid, run_id in self.runs.items():
-            run = self._safe(self.client.get_run, run_id)
+            run = self.safe(self.client.get_run, run_id)
             if run is not None and run.info.status == "RUNNING":
                 self.final[tid] = "interrupted"
-                self._safe(self.client.log_batch, run_id, tags=[RunTag("status", "interrupted")])
-                self._safe(self.client.set_terminated, run_id, "KILLED")
+                self.safe(self.client.log_batch, run_id, tags=[RunTag("status", "interrupted")])
+                self.safe(self.client.set_terminated, run_id, "KILLED")
 
 
 _EXC_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Loss)): (.+)$")

@@ -178,3 +178,10 @@ def test_scheduler_frees_and_retakes_limiter_slots():
     report(s, tc, "t2", 2, 0.2)
     assert s.choose_trial_to_run(AsRay(tc)).trial_id == "t0"
     assert lim.live_trials == {"t0"} and "t2" in lim.paused  # t0 runs again; t2 waits without a slot
+
+
+def test_promotion_asha_tells_tune_its_metric_and_no_buffering():
+    """Through Ray's public properties: tune.run refuses buffered results (several epochs per
+    report) only if `supports_buffered_results` says so, and a pause must land on the rung's result."""
+    s = PromotionASHA(metric="val_ndcg_10", mode="max", milestones=(2, 6), reduction_factor=3, samples=4)
+    assert s.metric == "val_ndcg_10" and s.supports_buffered_results is False

@@ -233,3 +233,20 @@ def test_smoke_on_file_data_keeps_the_file_and_takes_a_seeded_slice_of_users(tmp
     for u in range(data.n_users):
         row = (tuple(data.train_items[data.train_indptr[u]:data.train_indptr[u + 1]]), data.valid[u], data.test[u])
         assert row in full_rows
+
+
+def test_paths_written_in_a_file_resolve_beside_it_in_one_place(tmp_path, monkeypatch):
+    """yamlio.beside is what the spec check, the data loader, claims and manifests use: `~`, a
+    relative path from the file's folder, normalised; an absolute path and None pass through."""
+    from trainables import yamlio
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    anchor = str(tmp_path / "specs" / "s.yaml")
+    assert yamlio.beside(anchor, "../data/d.txt") == str(tmp_path / "data" / "d.txt")
+    assert yamlio.beside(anchor, "~/d.txt") == str(tmp_path / "home" / "d.txt")
+    assert yamlio.beside(anchor, "/abs/./d.txt") == "/abs/d.txt"
+    assert yamlio.beside(anchor, None) is None
+    spec = S.Spec(path=anchor, name="s", model="bpr_mf",
+                  data=S.DataSpec(source="file", path="../data/d.txt", item_attributes="~/a.json"))
+    assert spec.data_path == yamlio.beside(anchor, "../data/d.txt")
+    assert spec.resolve(spec.data.item_attributes) == str(tmp_path / "home" / "a.json")

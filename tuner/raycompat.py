@@ -1,0 +1,99 @@
+"""Every private Ray Tune / Optuna attribute the tuner reads, in one place.
+
+Ray and Optuna give no public way to reach these (the Tuner's callbacks and search algorithm, a
+ResultGrid's Trial objects, OptunaSearch's study and trials, Ray's single-machine switch), so an
+upgrade may rename them without notice. Each function names the versions it was checked against,
+and tests/test_raycompat.py exercises all of them on the installed versions: a rename fails there
+with a `RayCompatError` naming the attribute, not as an AttributeError deep inside a sweep.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+CHECKED = "ray 2.60.0, optuna 5.1.0"
+_MISSING = object()
+
+
+class RayCompatError(AttributeError):
+    """A private attribute the tuner relies on is gone: the installed Ray/Optuna changed it."""
+
+
+def _attr(obj: Any, name: str) -> Any:
+    value = getattr(obj, name, _MISSING)
+    if value is _MISSING:
+        owner = obj.__name__ if isinstance(obj, types.ModuleType) else f"{type(obj).__module__}.{type(obj).__name__}"
+        raise RayCompatError(f"{owner}.{name} is gone (tuner/raycompat.py "
+                             f"was checked against {CHECKED}); adapt tuner/raycompat.py to the installed version")
+    return value
+
+
+def tuner_callbacks(tuner) -> list:
+    """The callbacks of a Tuner's RunConfig, also for a Tuner.restore()d one.
+    Checked against ray 2.60.0: Tuner._local_tuner.get_run_config()."""
+    return list(_attr(tuner, "_local_tuner").get_run_config().callbacks or [])
+
+
+def tuner_search_alg(tuner):
+    """The search algorithm of a Tuner's TuneConfig (a restored Tuner's is unpickled from its state).
+    Checked against ray 2.60.0: Tuner._local_tuner._tune_config.search_alg."""
+    return _attr(_attr(tuner, "_local_tuner"), "_tune_config").search_alg
+
+
+def grid_trials(grid) -> list:
+    """The Trial objects behind a ResultGrid (status, trial_id; a Result carries neither reliably).
+    Checked against ray 2.60.0: ResultGrid._experiment_analysis.trials."""
+    return list(_attr(grid, "_experiment_analysis").trials)
+
+
+def optuna_study(searcher):
+    """OptunaSearch's Optuna study (None before its search properties are set).
+    Checked against ray 2.60.0: OptunaSearch._ot_study."""
+    return _attr(searcher, "_ot_study")
+
+
+def optuna_trials(searcher) -> dict:
+    """OptunaSearch's live map Ray trial id -> optuna.Trial (the dict itself: callers may read it as it grows).
+    Checked against ray 2.60.0: OptunaSearch._ot_trials."""
+    return _attr(searcher, "_ot_trials")
+
+
+def completed_trials(searcher) -> set:
+    """The Ray trial ids OptunaSearch has told Optuna about (the set itself: callers add to it).
+    Checked against ray 2.60.0: OptunaSearch._completed_trials."""
+    return _attr(searcher, "_completed_trials")
+
+
+def storage_url(searcher) -> str | None:
+    """The URL of the RDB storage an OptunaSearch was given (None for in-memory storage).
+    Checked against ray 2.60.0 / optuna 5.1.0: OptunaSearch._storage (an RDBStorage's .url)."""
+    return getattr(_attr(searcher, "_storage"), "url", None)
+
+
+def study_name(searcher) -> str:
+    """The study name an OptunaSearch was given. Checked against ray 2.60.0: OptunaSearch._study_name."""
+    return _attr(searcher, "_study_name")
+
+
+def stored_trial(study, trial):
+    """The FrozenTrial an optuna.Trial has in storage now (state, intermediate values), without
+    loading every trial of the study. Checked against optuna 5.1.0: Study._storage, Trial._trial_id."""
+    return _attr(study, "_storage").get_trial(_attr(trial, "_trial_id"))
+
+
+def set_cluster_mode(on: bool) -> None:
+    """Ray's multi-node mode on (join a cluster) or off (a private Ray on 127.0.0.1), for ray.init in
+    this process. Checked against ray 2.60.0: ray._private.ray_constants.ENABLE_RAY_CLUSTER."""
+    from ray._private import ray_constants
+
+    _attr(ray_constants, "ENABLE_RAY_CLUSTER")
+    ray_constants.ENABLE_RAY_CLUSTER = on
+
+
+def read_ray_address() -> str | None:
+    """The address of the Ray cluster started on this machine (`ray start`), or None.
+    Checked against ray 2.60.0: ray._private.utils.read_ray_address."""
+    from ray._private import utils
+
+    return _attr(utils, "read_ray_address")()
