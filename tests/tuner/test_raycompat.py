@@ -102,4 +102,4 @@ def test_every_adapter_function_is_exercised_here():
     with open(__file__) as fh:
         body = fh.read().split("def test_every_adapter_function_is_exercised_here")[0]
     assert own and [n for n in own if f"raycompat.{n}(" not in body] == []
-    assert all(f"Checked against" in (getattr(raycompat, n).__doc__ or "") for n in own)
+    assert all("Checked against" in (getattr(raycompat, n).__doc__ or "") for n in own)
