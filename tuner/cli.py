@@ -248,6 +248,12 @@ def cmd_resume(args) -> int:
                    args.quiet)
 
 
+def ray_flags(sp: argparse.ArgumentParser) -> None:
+    """--address and the verbosity flags: every command that starts or joins Ray takes them."""
+    sp.add_argument("--address", help="join a Ray cluster: auto, HOST:PORT or ray://HOST:10001")
+    verbosity_flags(sp)
+
+
 def verbosity_flags(sp: argparse.ArgumentParser) -> None:
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--quiet", action="store_true", help="only the final summary")
@@ -312,14 +318,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-epochs", type=int, help="cap every trial at this many epochs (fixes `epochs`)")
     r.add_argument("--name", help="sweep name (MLflow experiment unless tracking.experiment is set)")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUTPUT/mlflow.db)")
-    r.add_argument("--address", help="join a Ray cluster: auto, HOST:PORT or ray://HOST:10001")
-    verbosity_flags(r)
+    ray_flags(r)
     r.set_defaults(func=cmd_run)
 
     rs = sub.add_parser("resume", help="continue an interrupted sweep (same trials, study and MLflow runs)")
     rs.add_argument("run", help="the sweep folder `tuner run` printed, e.g. runs/bpr-20261124-090458")
-    rs.add_argument("--address", help="join a Ray cluster: auto, HOST:PORT or ray://HOST:10001")
-    verbosity_flags(rs)
+    ray_flags(rs)
     rs.set_defaults(func=cmd_resume)
 
     v = sub.add_parser("validate", help="check a search-space file without running it")
@@ -338,9 +342,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, help="seeds per side (default: the claim's, else 3)")
     c.add_argument("--concurrency", type=int, help="trials at once (default: the spec's)")
     c.add_argument("--output", default="runs")
-    c.add_argument("--address", help="join a Ray cluster")
     c.add_argument("--smoke-test", action="store_true", help="2 seeds x 2 epochs on tiny synthetic data")
-    verbosity_flags(c)
+    ray_flags(c)
     c.set_defaults(func=cmd_compare)
 
     sh = sub.add_parser("show", help="print the resolved space: every knob, its source, range and note")
