@@ -94,10 +94,14 @@ def analyze(run: str, *, tracking_uri: str | None = None, out_dir: str | None = 
 
     imp = Importances(reason="no Optuna study found for this sweep")
     study_name = parent.data.tags.get("optuna.study") or meta.get("study_name")
-    storage = os.path.join(meta.get("output", ""), "optuna.db") if meta else None
-    if study_name and storage and os.path.isfile(storage):
-        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{os.path.abspath(storage)}")
-        imp = importance(study, metric, method="ped_anova", min_trials=MIN_COMPLETE_TRIALS)
+    storage = _study_storage(meta)
+    if study_name and storage:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except Exception as e:  # noqa: BLE001 - a shared database that is gone or refuses us: no importance
+            imp = Importances(reason=f"Optuna study {study_name!r} not readable: {' '.join(str(e).split())[:120]}")
+        else:
+            imp = importance(study, metric, method="ped_anova", min_trials=MIN_COMPLETE_TRIALS)
 
     out_dir = out_dir or (os.path.join(run, "analysis") if meta else os.path.join("runs", f"analysis-{parent_id}"))
     os.makedirs(out_dir, exist_ok=True)
@@ -107,6 +111,17 @@ def analyze(run: str, *, tracking_uri: str | None = None, out_dir: str | None = 
     paths["csv"] = os.path.join(out_dir, "trials.csv")
     client.log_artifacts(parent_id, out_dir, "analysis")
     return Analysis(table, paths, imp, metric, mode, parent, out_dir)
+
+
+def _study_storage(meta: dict | None) -> str | None:
+    """The sweep's search.storage (as sweep.json keeps it: without a password, which the
+    environment supplies), else its optuna.db beside mlflow.db when that exists."""
+    if not meta:
+        return None
+    if meta.get("optuna_storage"):
+        return meta["optuna_storage"]
+    db = os.path.join(meta.get("output", ""), "optuna.db")
+    return f"sqlite:///{os.path.abspath(db)}" if os.path.isfile(db) else None
 
 
 def _history(client: MlflowClient, run_id: str, keys) -> pd.DataFrame:

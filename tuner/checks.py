@@ -97,6 +97,17 @@ def uri_problem(uri: str) -> str | None:
     return None
 
 
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")  # what Optuna's RDBStorage (SQLAlchemy) is used with here
+
+
+def rdb_problem(uri: str) -> str | None:
+    """Why `uri` cannot be Optuna's RDB storage (None: it looks fine)."""
+    scheme = urllib.parse.urlsplit(uri).scheme.lower().split("+", 1)[0] if "://" in uri else ""
+    if scheme not in RDB_SCHEMES:
+        return f"expected a database URL ({', '.join(s + '://...' for s in RDB_SCHEMES)})"
+    return uri_problem(uri)
+
+
 def describe_uri(uri: str) -> str:
     """The URI as error messages quote it: credentials hidden, at most 80 chars."""
     text = redact(uri)

@@ -158,7 +158,7 @@ def render(spec, res, top: int = 5) -> str:
         lines.append(f"MLflow:    {tracking.redact(res.tracking_uri)}  experiment {res.experiment_id}, "
                      f"parent run {res.parent_run_id}")
     if res.extra.get("optuna_storage"):
-        lines.append(f"Optuna:    optuna-dashboard {res.extra['optuna_storage']}   (study {res.extra['study_name']})")
+        lines.append(f"Optuna:    optuna-dashboard {tracking.redact(res.extra['optuna_storage'])}   (study {res.extra['study_name']})")
     if res.extra.get("failed_mlflow_writes"):
         lines.append(f"warning: {res.extra['failed_mlflow_writes']} MLflow writes failed and were skipped")
     return "\n".join(lines)

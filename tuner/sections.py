@@ -62,6 +62,10 @@ class SearchSpec:
     seed: int = bounded(0, low=0, high=MAX_SEED)
     algo: Literal["tpe", "random"] = "tpe"
     study_name: str | None = text(None, max_len=200)
+    # Optuna's RDB storage (sqlite:///..., postgresql://user@host/db, mysql://...); default: optuna.db
+    # beside mlflow.db. A shared database lets several drivers sweep at once and one dashboard read
+    # them all; put the password in the environment (PGPASSWORD), not here: this file is logged.
+    storage: str | None = text(None, max_len=2000)
 
 
 @dataclass(frozen=True)

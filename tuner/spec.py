@@ -31,7 +31,7 @@ import yaml
 from analysis.diagnose import DiagnoseConfig
 from trainables import config as cfgmod
 from trainables import yamlio
-from tuner.checks import describe_uri, uri_problem
+from tuner.checks import describe_uri, rdb_problem, uri_problem
 from trainables.errors import TunerError, excerpt, where
 # the sections' dataclasses and the operations on a Spec live beside this module; tuner.spec is their public name
 from tuner.sections import (MAX_SEED, SMOKE_USERS, DataSpec, EvalSpec, MetricSpec, Param, ResourcesSpec,  # noqa: F401
@@ -164,10 +164,10 @@ def _check_bounds(spec: Spec, line_of) -> None:
     for p in spec.space:
         values, sub = (p.choices, "choices") if p.type == "categorical" else ((p.high,), "high")
         _check_knob_cap(p.name, values, f"space.{p.name}.{sub}", path, line_of)
-    uri = spec.tracking.uri
-    problem = uri_problem(uri) if uri is not None else None
-    if problem:
-        raise TunerError(f"{where(path, 'tracking.uri', line_of('tracking.uri'))}: {describe_uri(uri)}: {problem}")
+    for key, uri, check in (("tracking.uri", spec.tracking.uri, uri_problem), ("search.storage", spec.search.storage, rdb_problem)):
+        problem = check(uri) if uri is not None else None
+        if problem:
+            raise TunerError(f"{where(path, key, line_of(key))}: {describe_uri(uri)}: {problem}")
 
 
 def _check_knob_cap(name: str, values, key: str, path: str, line_of) -> None:

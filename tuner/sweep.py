@@ -32,7 +32,7 @@ from tuner import spec as specmod
 from tuner import tracking
 from tuner.pipeline import Interrupted, SweepResult  # noqa: F401 - callers catch sweep.Interrupted
 from trainables.data import Dataset
-from trainables.errors import TunerError
+from trainables.errors import TunerError, redact
 from tuner.schedulers import PauseAwareLimiter, PromotionASHA
 from tuner.searcher import PrunedAwareOptunaSearch
 from tuner.space import define_by_run
@@ -56,19 +56,32 @@ def _trainable(spec: Spec, data: Dataset):
     return pipeline.trainable(train, spec, data, model=spec.model)
 
 
+def optuna_storage(spec: Spec, output: str) -> optuna.storages.RDBStorage:
+    """The study's database: search.storage, else SQLite beside mlflow.db (optuna-dashboard opens
+    either; a later sweep with the same search.study_name continues the study: a warm start)."""
+    if spec.search.storage is None:
+        with recover.output_lock(output):  # two sweeps creating optuna.db's tables at once collide
+            return optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(os.path.join(output, 'optuna.db'))}")
+    url = spec.search.storage
+    for attempt in range(3):  # drivers starting together on a new shared database race to create its tables
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors; the message is one line either way
+            reason = " ".join(str(e).split())[:200].replace(url, redact(url))
+            if attempt == 2 or "already exists" not in reason and "duplicate key" not in reason:
+                raise TunerError(f"search.storage: cannot open Optuna's database {redact(url)}: {reason}") from None
+    raise AssertionError("unreachable")
+
+
 def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):
     """(searcher or None, search_alg or None, param_space) for the spec."""
     if not spec.space:
         return None, None, dict(spec.fixed)
     sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.algo == "tpe"
                else optuna.samplers.RandomSampler(seed=spec.search.seed))
-    # The study lives in SQLite beside mlflow.db: optuna-dashboard can open it, and a later
-    # sweep with the same search.study_name continues it (warm start).
-    with recover.output_lock(output):  # two sweeps creating optuna.db's tables at once collide
-        storage = optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(os.path.join(output, 'optuna.db'))}")
-        searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name, mode=spec.metric.mode,
-                                           sampler=sampler, epochs_of=epochs_counter(spec),
-                                           study_name=study_name, storage=storage, owner=owner)
+    searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name, mode=spec.metric.mode,
+                                       sampler=sampler, epochs_of=epochs_counter(spec),
+                                       study_name=study_name, storage=optuna_storage(spec, output), owner=owner)
     # asha_promote pauses trials at rungs: only running trials may count against the concurrency
     limiter = PauseAwareLimiter if spec.scheduler.type == "asha_promote" else ConcurrencyLimiter
     return searcher, limiter(searcher, max_concurrent=spec.search.concurrency), {}
@@ -152,6 +165,7 @@ def _write_meta(sweep_dir: str, source, spec: Spec, output: str, session, pid: s
     with open(os.path.join(sweep_dir, "sweep.json"), "w") as fh:
         json.dump({**source, "output": os.path.abspath(output), "tracking_uri": session.uri,
                    "experiment_id": session.exp_id, "parent_run_id": pid, "study_name": study_name,
+                   "optuna_storage": redact(spec.search.storage) if spec.search.storage else None,
                    "metric": spec.metric.name, "mode": spec.metric.mode}, fh, indent=2)
 
 

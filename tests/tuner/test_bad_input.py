@@ -193,6 +193,11 @@ SPEC = [
     ("uri-bad-port", mut("tracking.uri", "http://127.0.0.1:99999"), "tracking.uri"),
     ("uri-3000-chars", mut("tracking.uri", "http://h/" + "x" * 3000), "tracking.uri"),
     ("uri-int", mut("tracking.uri", 5), "tracking.uri"),
+    ("storage-http", mut("search.storage", "http://127.0.0.1:5000"), "search.storage"),
+    ("storage-plain-path", mut("search.storage", "optuna.db"), "search.storage"),
+    ("storage-sqlite-in-proc", mut("search.storage", "sqlite:////proc/x/optuna.db"), "search.storage"),
+    ("storage-bad-port", mut("search.storage", "postgresql://u@127.0.0.1:99999/db"), "search.storage"),
+    ("storage-list", mut("search.storage", ["sqlite:///a.db"]), "search.storage"),
     ("uri-file-in-proc", mut("tracking.uri", "file:///proc/mlruns"), "tracking.uri"),
     ("experiment-300", mut("tracking.experiment", "e" * 300), "tracking.experiment"),
     # --- run and diagnose

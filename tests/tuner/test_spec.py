@@ -250,3 +250,10 @@ def test_paths_written_in_a_file_resolve_beside_it_in_one_place(tmp_path, monkey
                   data=S.DataSpec(source="file", path="../data/d.txt", item_attributes="~/a.json"))
     assert spec.data_path == yamlio.beside(anchor, "../data/d.txt")
     assert spec.resolve(spec.data.item_attributes) == str(tmp_path / "home" / "a.json")
+
+
+def test_a_storage_password_never_reaches_the_error_line(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("model: bpr_mf\nsearch: {storage: 'postgresql://u:SECRET@127.0.0.1:99999/db'}\n")
+    msg = raises_tuner_error(S.load, str(path))
+    assert "search.storage" in msg and "SECRET" not in msg and "***@" in msg
