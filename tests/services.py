@@ -61,12 +61,10 @@ def http_ok(url: str) -> bool:
 
 
 def _pg_bin(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in sorted(os.listdir("/usr/lib/postgresql"), reverse=True) if os.path.isdir("/usr/lib/postgresql") else []:
-        p = f"/usr/lib/postgresql/{d}/bin/{name}"
-        if os.path.exists(p):
+    """Debian keeps the server's tools in /usr/lib/postgresql/<version>/bin (newest first), off PATH."""
+    versions = sorted(os.listdir("/usr/lib/postgresql"), reverse=True) if os.path.isdir("/usr/lib/postgresql") else []
+    for p in [f"/usr/lib/postgresql/{v}/bin/{name}" for v in versions] + [shutil.which(name) or ""]:
+        if p and os.path.exists(p):
             return p
     raise Unavailable(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
 
@@ -150,7 +148,7 @@ class S3:
 def s3_server(log_dir: str) -> Iterator[S3]:
     """moto's standalone S3 server on a free loopback port (as Ray's own storage tests use)."""
     try:
-        import moto.server  # noqa: F401
+        import moto.server  # noqa: F401  (only: is it installed?)
     except ImportError:
         raise Unavailable("moto[server] is not installed (pip install 'moto[server]')") from None
     port = free_port()

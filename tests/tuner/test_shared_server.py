@@ -5,6 +5,7 @@ studies readable, and the database password never printed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import optuna
@@ -64,14 +65,18 @@ def test_two_sweeps_at_once_share_one_server_and_one_database(team, tmp_path, mo
     client = MlflowClient(url)
     exp = client.get_experiment_by_name("team")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = {r.data.tags.get("tuner.sweep"): r for r in runs if r.data.tags.get("tuner.role") == "sweep"}
-    assert set(parents) >= set(names), sorted(parents)
+    parents = {os.path.basename(r.data.tags["tuner.sweep_dir"]).split("-")[0]: r
+               for r in runs if r.data.tags.get("tuner.role") == "sweep"}
+    assert sorted(parents) == sorted(names)
+    trials = [r for r in runs if r.data.tags.get("tuner.trial_id")]
+    assert len(trials) == 2 * SAMPLES
     for n in names:
         parent = parents[n]
-        assert parent.info.status == "FINISHED" and parent.data.tags.get("tuner.sweep_status") == "complete"
+        assert parent.info.status == "FINISHED" and parent.data.tags.get("tuner.sweep_status") == "completed"
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert len(children) == SAMPLES, f"{n}: {len(children)} trial runs under its parent"
-        assert {c.data.tags.get("tuner.sweep") for c in children} <= {n, None}
+        # no mixed runs: every trial run of this sweep sits under this parent, none under the other
+        assert len({c.data.tags["tuner.trial_id"] for c in children}) == SAMPLES
         # the artifacts went through the server into the bucket and come back
         listed = [f.path for f in client.list_artifacts(parent.info.run_id)]
         assert listed, f"{n}: the parent has no artifacts"
