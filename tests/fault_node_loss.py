@@ -1,4 +1,4 @@
-"""Run by tests/tuner/test_faults.py in its own process: a sweep on a 2-node local Ray cluster whose
+"""Run by tests/tuner_tests/test_faults.py in its own process: a sweep on a 2-node local Ray cluster whose
 worker node is removed while trials run. Prints one JSON line with what happened."""
 
 import json

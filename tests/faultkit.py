@@ -1,4 +1,4 @@
-"""Helpers for the fault scenarios (tests/tuner/test_fault_scenarios.py): a `tuner` subprocess in its own
+"""Helpers for the fault scenarios (tests/tuner_tests/test_fault_scenarios.py): a `tuner` subprocess in its own
 process group (killed, with any Ray it started, when the test ends), waiting on MLflow with a deadline."""
 
 from __future__ import annotations

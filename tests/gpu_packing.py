@@ -1,4 +1,4 @@
-"""Run by tests/tuner/test_gpu_packing.py in its own process: sweeps on a private local Ray that declares 2
+"""Run by tests/tuner_tests/test_gpu_packing.py in its own process: sweeps on a private local Ray that declares 2
 logical GPUs on this CPU-only machine. Prints one JSON line per GPU fraction: the most trials MLflow
 saw running at once, and the device each trial reported (Ray sets CUDA_VISIBLE_DEVICES per trial)."""
 

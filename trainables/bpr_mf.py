@@ -93,7 +93,7 @@ class FusedLazyAdam:
 
     Between them autograd differentiates the registry loss on the [B, 1+K] scores alone, so any
     sampled loss works. Same arithmetic and optimizer state as LazyAdam.step on the sparse
-    gradients (tests/trainables/test_bpr_mf.py), so checkpoints move between the two paths. At batch 1024 a
+    gradients (tests/trainables_tests/test_bpr_mf.py), so checkpoints move between the two paths. At batch 1024 a
     step is ~15 torch ops instead of ~60 (their dispatch cost, not arithmetic, bounded the speed).
     """
 

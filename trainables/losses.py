@@ -93,7 +93,7 @@ class _LinearCE(torch.autograd.Function):
 def linear_ce(q: torch.Tensor, k: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """full_ce(q @ k.T, targets) without materialising the logits: q [P, d] rows, k [N, d] items.
 
-    Same value and gradients as the plain form (tests/trainables/test_losses.py), 1.8x faster on CPU for
+    Same value and gradients as the plain form (tests/trainables_tests/test_losses.py), 1.8x faster on CPU for
     Beauty's 12,101 items, and memory O(block x N) instead of O(P x N) (no checkpoint recompute).
     """
     rows = max(1, LINEAR_CE_BLOCK // max(k.shape[0], 1))
@@ -238,7 +238,7 @@ def sampled_losses(model: str) -> str:
 #
 # Plain functions again, each returning a scalar mean; the models look them up through this
 # module at call time (`losses.uniformity(...)`), so a test can monkeypatch one. Hand-checked
-# values on tiny tensors live in tests/trainables/test_aux_losses.py.
+# values on tiny tensors live in tests/trainables_tests/test_aux_losses.py.
 # ---------------------------------------------------------------------------------------------
 
 

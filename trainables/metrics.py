@@ -1,6 +1,6 @@
 """Full-catalogue ranking metrics: HR@K, NDCG@K, MRR@K with the user's seen items masked.
 
-Conventions (tested against a brute-force reference in tests/trainables/test_metrics.py):
+Conventions (tested against a brute-force reference in tests/trainables_tests/test_metrics.py):
 - every item of the catalogue is a candidate; the user's seen items are removed, except the
   target itself (a repeat purchase stays rankable);
 - ties are broken by item index, as a stable sort would: rank = #items scoring higher +
@@ -110,7 +110,7 @@ def popularity(counts: np.ndarray, split: Split, ks: Iterable[int] = (10, 20)) -
     One ranking serves every user, so no [U, N] scores are needed: a target's rank is its global
     rank (count descending, ties by item index) minus the distinct items the user has seen that
     rank above it (masked, they drop out). O(interactions); equals `evaluate` on the broadcast
-    counts (tests/trainables/test_metrics.py).
+    counts (tests/trainables_tests/test_metrics.py).
     """
     c = np.asarray(counts)
     n = len(c)
