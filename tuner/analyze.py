@@ -92,16 +92,7 @@ def analyze(run: str, *, tracking_uri: str | None = None, out_dir: str | None = 
     if len(table):
         table = table.sort_values(f"best_{metric}", ascending=(mode == "min"), na_position="last").reset_index(drop=True)
 
-    imp = Importances(reason="no Optuna study found for this sweep")
-    study_name = parent.data.tags.get("optuna.study") or meta.get("study_name")
-    storage = _study_storage(meta)
-    if study_name and storage:
-        try:
-            study = optuna.load_study(study_name=study_name, storage=storage)
-        except Exception as e:  # noqa: BLE001 - a shared database that is gone or refuses us: no importance
-            imp = Importances(reason=f"Optuna study {study_name!r} not readable: {' '.join(str(e).split())[:120]}")
-        else:
-            imp = importance(study, metric, method="ped_anova", min_trials=MIN_COMPLETE_TRIALS)
+    imp = _importance(parent.data.tags.get("optuna.study") or (meta or {}).get("study_name"), meta, metric)
 
     out_dir = out_dir or (os.path.join(run, "analysis") if meta else os.path.join("runs", f"analysis-{parent_id}"))
     os.makedirs(out_dir, exist_ok=True)
@@ -111,6 +102,17 @@ def analyze(run: str, *, tracking_uri: str | None = None, out_dir: str | None = 
     paths["csv"] = os.path.join(out_dir, "trials.csv")
     client.log_artifacts(parent_id, out_dir, "analysis")
     return Analysis(table, paths, imp, metric, mode, parent, out_dir)
+
+
+def _importance(study_name: str | None, meta: dict | None, metric: str) -> Importances:
+    storage = _study_storage(meta)
+    if not (study_name and storage):
+        return Importances(reason="no Optuna study found for this sweep")
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except Exception as e:  # noqa: BLE001 - a shared database that is gone or refuses us: no importance
+        return Importances(reason=f"Optuna study {study_name!r} not readable: {' '.join(str(e).split())[:120]}")
+    return importance(study, metric, method="ped_anova", min_trials=MIN_COMPLETE_TRIALS)
 
 
 def _study_storage(meta: dict | None) -> str | None:
