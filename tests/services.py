@@ -174,6 +174,9 @@ def mlflow_server(backend_uri: str, artifacts: str, log_dir: str, env: dict[str,
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: http_ok(f"{url}/health"), "mlflow server", p)
+        # /health answers before a worker has opened the database: make a real call through each worker
+        for _ in range(4):
+            wait_for(lambda: http_ok(f"{url}/api/2.0/mlflow/experiments/search?max_results=1"), "mlflow server's API", p)
         yield url
     finally:
         kill_group(p)

@@ -42,8 +42,10 @@ def default_uri(output_dir: str) -> str:
     return f"sqlite:///{os.path.abspath(os.path.join(output_dir, 'mlflow.db'))}"
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast on an http(s) tracking server that does not answer (MLflow itself retries for minutes)."""
+def check_reachable(uri: str, timeout: float = 20.0) -> None:
+    """Fail fast on an http(s) tracking server that does not answer (MLflow itself retries for minutes).
+    A refused port fails at once; `timeout` only bounds a silent one. 20 s, not 5: a busy shared server
+    (two drivers starting at once on a loaded machine, in CI) took longer than 5 s to answer /health."""
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
