@@ -62,15 +62,15 @@ def optuna_storage(spec: Spec, output: str) -> optuna.storages.RDBStorage:
     if spec.search.storage is None:
         with recover.output_lock(output):  # two sweeps creating optuna.db's tables at once collide
             return optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(os.path.join(output, 'optuna.db'))}")
-    url = spec.search.storage
-    for attempt in range(3):  # drivers starting together on a new shared database race to create its tables
+    url, attempts = spec.search.storage, 3
+    while True:  # drivers starting together on a new shared database race to create its tables
+        attempts -= 1
         try:
             return optuna.storages.RDBStorage(url)
         except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors; the message is one line either way
             reason = " ".join(str(e).split())[:200].replace(url, redact(url))
-            if attempt == 2 or "already exists" not in reason and "duplicate key" not in reason:
+            if not attempts or not ("already exists" in reason or "duplicate key" in reason):
                 raise TunerError(f"search.storage: cannot open Optuna's database {redact(url)}: {reason}") from None
-    raise AssertionError("unreachable")
 
 
 def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):

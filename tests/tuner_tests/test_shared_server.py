@@ -51,7 +51,6 @@ def test_two_sweeps_at_once_share_one_server_and_one_database(team, tmp_path, mo
     pg, env, url = team
     monkeypatch.setenv("PGPASSWORD", pg.password)  # for this test's own Optuna reads below
     names = ("alpha", "beta")
-    procs = {}
     with tuner_process(_args(tmp_path, names[0], url, pg), tmp_path, env, names[0]) as a, \
          tuner_process(_args(tmp_path, names[1], url, pg), tmp_path, env, names[1]) as b:
         procs = {names[0]: a, names[1]: b}
