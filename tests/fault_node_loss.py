@@ -1,5 +1,7 @@
 """Run by tests/tuner_tests/test_faults.py in its own process: a sweep on a 2-node local Ray cluster whose
-worker node is removed while trials run. Prints one JSON line with what happened."""
+worker node is removed while trials run, with run.storage in a bucket on moto's S3 server (loopback).
+Each node has its own temp folder, so a trial restarted on the head can only resume from the bucket.
+Prints one JSON line with what happened."""
 
 import json
 import os
@@ -9,11 +11,13 @@ import tempfile
 import threading
 import time
 
+import pyarrow.fs
 import yaml
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
 import ray
+import services
 from tuner import spec as specmod
 from tuner import sweep
 
@@ -30,7 +34,8 @@ body = {
 path = os.path.join(out, "nodeloss.yaml")
 with open(path, "w") as fh:
     yaml.safe_dump(body, fh)
-spec = specmod.load(path)
+# short: Ray's unix socket paths under a temp folder must stay under 108 characters
+node_tmp = {"head": tempfile.mkdtemp(prefix="h", dir="/tmp"), "worker": tempfile.mkdtemp(prefix="w", dir="/tmp")}
 
 removed = {}
 done = threading.Event()  # set when the sweep has returned
@@ -61,6 +66,7 @@ def main():
     killer.start()
     try:
         res = sweep.run(spec, output=os.path.join(out, "runs"), verbose=0)
+        state = res.extra["test_checkpoint"]["path"]
     finally:
         done.set()
         killer.join()  # no remove_node racing the cluster's shutdown below
@@ -71,17 +77,44 @@ def main():
     print(json.dumps({
         "removed": removed, "children": len(kids), "statuses": sorted(r.data.tags["status"] for r in kids),
         "run_status": sorted(r.info.status for r in kids), "restarts": res.table["restarts"].tolist(),
-        "steps": steps,
+        "steps": steps, "test_checkpoint": state, "in_bucket": in_bucket(res.sweep_dir),
+        "local_checkpoints": local_checkpoints(),
     }))
 
 
+def in_bucket(sweep_dir: str) -> dict[str, int]:
+    """trial folder -> checkpoints holding a state.pt, listed in the bucket."""
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage_uri)
+    found: dict[str, int] = {}
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(f"{root}/{os.path.basename(sweep_dir)}", recursive=True)):
+        if info.base_name == "state.pt":
+            trial = info.path.split("/")[-3]
+            found[trial] = found.get(trial, 0) + 1
+    return found
+
+
+def local_checkpoints() -> list[str]:
+    """Every state.pt on this machine's disks that the sweep could have used: none, with bucket storage."""
+    return [os.path.join(d, f) for top in (out, *node_tmp.values()) for d, _, files in os.walk(top)
+            for f in files if f == "state.pt"]
+
+
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-try:
-    worker = cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address)
-    cluster.wait_for_nodes()
-    main()
-finally:  # also when the test kills us at its timeout (SIGTERM): no cluster outlives this script
-    ray.shutdown()
-    cluster.shutdown()
+with services.s3_server(out) as s3:  # ended in its own finally, after the cluster's below
+    os.environ.update({k: v for k, v in s3.env().items() if k.startswith("AWS_") and k != "AWS_ENDPOINT_URL"})
+    s3.make_bucket("ckpts")
+    storage_uri = f"s3://ckpts/tuner?endpoint_override={s3.endpoint.removeprefix('http://')}&scheme=http"
+    body["run"]["storage"] = storage_uri
+    with open(path, "w") as fh:
+        yaml.safe_dump(body, fh)
+    spec = specmod.load(path)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                            "temp_dir": node_tmp["head"]})
+    try:
+        worker = cluster.add_node(num_cpus=1, temp_dir=node_tmp["worker"])
+        ray.init(address=cluster.address)
+        cluster.wait_for_nodes()
+        main()
+    finally:  # also when the test kills us at its timeout (SIGTERM): no cluster outlives this script
+        ray.shutdown()
+        cluster.shutdown()

@@ -30,9 +30,12 @@ def excerpt(value, limit: int = 60) -> str:
 _SECRET = re.compile(r"(://)([^/@:]+)(:[^/@]*)?@")
 
 
+_SECRET_QUERY = re.compile(r"([?&](?:access_key|secret_key|session_token|password|token)=)[^&#]*", re.I)
+
+
 def redact(uri: str) -> str:
-    """A tracking URI safe to print: user:token@ becomes ***@."""
-    return _SECRET.sub(r"\1***@", uri)
+    """A URI safe to print: user:token@ becomes ***@, and so do keys in its query (?secret_key=***)."""
+    return _SECRET_QUERY.sub(r"\1***", _SECRET.sub(r"\1***@", uri))
 
 
 def where(file: str | None, key: str | None = None, line: int | None = None) -> str:

@@ -3,7 +3,8 @@
 A torn or overwritten state.pt (disk full, a crash mid-copy, bit rot on shared storage) used to
 error the trial on resume and then fail the whole sweep when the driver loaded the best checkpoint
 for test metrics. Each state.pt gets a SHA-256 beside it; a reader checks it (when present), loads
-with weights_only=True inside a try, and otherwise moves on to the previous checkpoint.
+with weights_only=True inside a try, and otherwise moves on to the previous checkpoint. Checkpoints
+in bucket storage (run.storage) are listed and downloaded through their pyarrow filesystem.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import os
 import re
 from typing import Any, Iterable
 
+import pyarrow.fs
 import torch
+from ray.tune import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -62,47 +65,75 @@ def load_dir(directory: str, device: torch.device | str = "cpu") -> dict[str, An
     return state
 
 
-def _index(directory: str) -> int:
-    m = _INDEX.match(os.path.basename(os.path.normpath(directory)))
+def _index(path: str) -> int:
+    m = _INDEX.match(path.rstrip("/").rsplit("/", 1)[-1])
     return int(m.group(1)) if m else -1
 
 
-def earlier(directory: str) -> list[str]:
-    """The trial's other checkpoint folders older than `directory`, newest first."""
-    parent, mine = os.path.dirname(os.path.normpath(directory)), _index(directory)
+def checkpoint_of(where: str | Checkpoint) -> Checkpoint:
+    """A checkpoint folder (local path) or a Ray Checkpoint (local, or in bucket storage)."""
+    return where if isinstance(where, Checkpoint) else Checkpoint(os.path.abspath(where))
+
+
+def label(ckpt: Checkpoint) -> str:
+    """Where a checkpoint lies, as messages and summary.json name it: a path, or scheme://bucket/..."""
+    kind = ckpt.filesystem.type_name
+    return ckpt.path if kind == "local" else f"{kind}://{ckpt.path}"
+
+
+def earlier(where: str | Checkpoint) -> list[Checkpoint]:
+    """The trial's other checkpoints older than this one, newest first (listed through its
+    filesystem: a bucket as well as a folder)."""
+    ckpt = checkpoint_of(where)
+    parent, mine = ckpt.path.rstrip("/").rsplit("/", 1)[0], _index(ckpt.path)
     try:
-        names = os.listdir(parent)
+        infos = ckpt.filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
     except OSError:
         return []
-    found = [os.path.join(parent, n) for n in names if _INDEX.match(n) and int(_INDEX.match(n).group(1)) < mine]
-    return sorted(found, key=_index, reverse=True)
+    found = [i.path for i in infos if i.type == pyarrow.fs.FileType.Directory and -1 < _index(i.path) < mine]
+    return [Checkpoint(p, filesystem=ckpt.filesystem) for p in sorted(found, key=_index, reverse=True)]
 
 
-def load_with_fallback(directory: str, device: torch.device | str = "cpu") -> tuple[dict[str, Any] | None, str | None]:
-    """(state, folder used) from `directory`, else from the newest intact earlier checkpoint, else
-    (None, None): the trial then starts again from epoch 1 rather than erroring."""
-    for candidate in [directory, *earlier(directory)]:
+def load(ckpt: Checkpoint, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The state of a checkpoint wherever it lies (a bucket one is downloaded to a temporary folder
+    first), or CorruptCheckpoint naming it."""
+    try:
+        with ckpt.as_directory() as d:
+            return load_dir(d, device)
+    except CorruptCheckpoint as e:
+        if ckpt.filesystem.type_name == "local":
+            raise
+        raise CorruptCheckpoint(f"{label(ckpt)}: {str(e).rsplit(': ', 1)[-1]}") from None
+    except OSError as e:  # the download itself failed
+        raise CorruptCheckpoint(f"{label(ckpt)}: {type(e).__name__}: {' '.join(str(e).split())[:160]}") from None
+
+
+def load_with_fallback(where: str | Checkpoint, device: torch.device | str = "cpu") -> tuple[dict[str, Any] | None, str | None]:
+    """(state, where it came from) from this checkpoint, else from the newest intact earlier one,
+    else (None, None): the trial then starts again from epoch 1 rather than erroring."""
+    newest = checkpoint_of(where)
+    for candidate in [newest, *earlier(newest)]:
         try:
-            state = load_dir(candidate, device)
+            state = load(candidate, device)
         except CorruptCheckpoint as e:
             log.warning("checkpoint unusable, trying the previous one: %s", e)
             continue
-        if candidate != directory:
-            log.warning("resumed from earlier checkpoint %s (newest %s was unusable)", candidate, directory)
-        return state, candidate
-    log.warning("no intact checkpoint for %s: the trial starts again from epoch 1", directory)
+        if candidate.path != newest.path:
+            log.warning("resumed from earlier checkpoint %s (newest %s was unusable)", label(candidate), label(newest))
+        return state, label(candidate)
+    log.warning("no intact checkpoint for %s: the trial starts again from epoch 1", label(newest))
     return None, None
 
 
-def first_intact(candidates: Iterable[tuple[Any, str]]) -> tuple[Any, dict[str, Any], str, list[str]] | None:
-    """The first (key, folder) whose checkpoint loads: (key, state, folder, [skipped folders])."""
+def first_intact(candidates: Iterable[tuple[Any, Checkpoint]]) -> tuple[Any, dict[str, Any], str, list[str]] | None:
+    """The first (key, checkpoint) that loads: (key, state, where, [skipped])."""
     skipped = []
-    for key, folder in candidates:
+    for key, ckpt in candidates:
         try:
-            return key, load_dir(folder, "cpu"), folder, skipped
+            return key, load(ckpt, "cpu"), label(ckpt), skipped
         except CorruptCheckpoint as e:
             log.warning("skipping unusable checkpoint: %s", e)
-            skipped.append(folder)
+            skipped.append(label(ckpt))
     return None
 
 
@@ -118,7 +149,7 @@ def best_intact(results: list, metric: str, mode: str, numbers: dict) -> tuple[A
 
     ranked = sorted(((score(m), i, r, c, m) for i, r in enumerate(results) if r.error is None and r.metrics
                      for c, m in (r.best_checkpoints or [])), key=lambda x: (x[0], x[1]))
-    found = first_intact(((r, m), c.path) for _, _, r, c, m in ranked)
+    found = first_intact(((r, m), c) for _, _, r, c, m in ranked)
     if found is None:
         raise RuntimeError("no intact checkpoint in any trial: cannot compute test metrics")
     (result, metrics), state, path, skipped = found

@@ -108,6 +108,33 @@ def rdb_problem(uri: str) -> str | None:
     return uri_problem(uri)
 
 
+# pyarrow filesystems Ray Tune's storage_path takes; a plain path is a local (or mounted) folder
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
+_SECRET_QUERY = ("access_key", "secret_key", "session_token")
+
+
+def storage_problem(uri: str) -> str | None:
+    """Why `uri` cannot be run.storage (None: it looks fine). Keys in the URI are refused: the URI is
+    written to sweep.json and logged, and pyarrow reads them from the environment (AWS_*) anyway."""
+    if "://" not in uri:
+        if not uri.strip():
+            return "empty path"
+        problem = folder_problem(uri)
+        return f"storage folder {problem}" if problem else None
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError as e:
+        return f"not a valid URI ({e})"
+    if parts.scheme.lower() not in STORAGE_SCHEMES:
+        return f"unknown scheme {excerpt(parts.scheme)}; valid: a folder, or {', '.join(s + '://' for s in STORAGE_SCHEMES)}"
+    keys = {k.lower() for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)}
+    if ":" in (parts.netloc.rpartition("@")[0] if "@" in parts.netloc else "") or keys & set(_SECRET_QUERY):
+        return "credentials in the URI are not accepted (it is saved with the sweep); set them in the environment"
+    if parts.scheme.lower() != "file" and not parts.netloc.rpartition("@")[2]:
+        return "no bucket or host name"
+    return None
+
+
 def describe_uri(uri: str) -> str:
     """The URI as error messages quote it: credentials hidden, at most 80 chars."""
     text = redact(uri)

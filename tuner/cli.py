@@ -37,7 +37,8 @@ def _overrides_of(args) -> dict[str, Any]:
     """--set pairs plus the shorthand flags, as dotted spec keys."""
     overrides = _overrides(args.set or [])
     for flag, key in (("samples", "search.samples"), ("concurrency", "search.concurrency"),
-                      ("seed", "search.seed"), ("name", "name"), ("tracking_uri", "tracking.uri")):
+                      ("seed", "search.seed"), ("name", "name"), ("tracking_uri", "tracking.uri"),
+                      ("storage", "run.storage")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
@@ -241,11 +242,17 @@ def cmd_resume(args) -> int:
     if not os.path.isdir(args.run):
         raise TunerError(f"{args.run}: no such sweep folder")
     read_sweep_meta(args.run)  # a broken sweep.json fails here, before Ray and MLflow load
+    if args.storage is not None:
+        from tuner.checks import describe_uri, storage_problem
+
+        problem = storage_problem(args.storage)
+        if problem:
+            raise TunerError(f"--storage {describe_uri(args.storage)}: {problem}")
     from tuner import sweep
 
     _stop_on_sigterm()
-    return _finish(sweep, None, lambda: sweep.resume(args.run, address=args.address, verbose=_verbosity(args)),
-                   args.quiet)
+    return _finish(sweep, None, lambda: sweep.resume(args.run, address=args.address, verbose=_verbosity(args),
+                                                     run_storage=args.storage), args.quiet)
 
 
 def ray_flags(sp: argparse.ArgumentParser) -> None:
@@ -318,11 +325,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-epochs", type=int, help="cap every trial at this many epochs (fixes `epochs`)")
     r.add_argument("--name", help="sweep name (MLflow experiment unless tracking.experiment is set)")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUTPUT/mlflow.db)")
+    r.add_argument("--storage", help="where Ray Tune keeps state and checkpoints: a folder or s3://BUCKET/PREFIX "
+                                     "(run.storage; default: SWEEP_DIR/ray)")
     ray_flags(r)
     r.set_defaults(func=cmd_run)
 
     rs = sub.add_parser("resume", help="continue an interrupted sweep (same trials, study and MLflow runs)")
     rs.add_argument("run", help="the sweep folder `tuner run` printed, e.g. runs/bpr-20261124-090458")
+    rs.add_argument("--storage", help="the run storage URI, when it differs from the one in SWEEP_DIR/sweep.json")
     ray_flags(rs)
     rs.set_defaults(func=cmd_resume)
 

@@ -193,8 +193,7 @@ def _per_seed(grid, variants: Mapping[str, Mapping[str, Any]], data) -> dict[str
             values["train_loss_jitter"] = _jitter(hist["train_loss"].to_numpy())
             values["final_train_loss"] = float(hist["train_loss"].iloc[-1])
             ckpt = r.get_best_checkpoint(spec.metric.name, spec.metric.mode)
-            with ckpt.as_directory() as d:  # verified; a corrupt one falls back to an earlier one
-                state, _ = checkpoints.load_with_fallback(d, "cpu")
+            state, _ = checkpoints.load_with_fallback(ckpt, "cpu")  # verified; else an earlier one
             cfg = {**variants[side]["config"], "seed": seed}
             if state is not None:  # no intact checkpoint: the seed has validation values only
                 test = finish.evaluate_state(spec, cfg, data, state, "test")

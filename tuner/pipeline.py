@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pandas as pd
 from ray import tune
 
-from tuner import cluster, finish, outcome, progress, raycompat, recover, tracking
+from tuner import cluster, finish, outcome, progress, raycompat, recover, storage, tracking
 from tuner import spec as specmod
 from tuner.searcher import PrunedAwareOptunaSearch
 from tuner.spec import Spec
@@ -87,10 +87,12 @@ def start_ray(spec: Spec, address: str | None, verbose: int) -> None:
 
 def connect(spec: Spec, *, uri: str, output: str, experiment: str, address: str | None, verbose: int,
             fresh: bool = True) -> Session:
-    """A fresh driver checks MLflow before anything is written and creates OUTPUT; a resumed one
-    finds both in place, and picks Ray's output engine now (its restored RunConfig keeps its own)."""
+    """A fresh driver checks MLflow and the run storage before anything is written and creates
+    OUTPUT; a resumed one finds both in place, and picks Ray's output engine now (its restored
+    RunConfig keeps its own)."""
     if fresh:
         tracking.check_reachable(uri)
+    storage.probe(spec.run.storage)
     progress.quiet_libraries()
     if not fresh:
         progress.ray_verbosity(verbose)
@@ -121,7 +123,9 @@ def trainable(fn, spec: Spec, data: Dataset, **params):
 def make_tuner(trainable, spec: Spec, out_dir: str, *, param_space: dict, samples: int, concurrency: int | None,
                callbacks: list, verbose: int, keep: int | None, search_alg=None, scheduler=None,
                stop=None) -> tune.Tuner:
-    """The Tuner every driver runs: state in OUT_DIR/ray, checkpoints ranked by the spec's metric."""
+    """The Tuner every driver runs: state in OUT_DIR/ray (or <run.storage>/<sweep folder name>),
+    checkpoints ranked by the spec's metric."""
+    storage_path, name = storage.location(spec.run.storage, out_dir)
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -129,7 +133,7 @@ def make_tuner(trainable, spec: Spec, out_dir: str, *, param_space: dict, sample
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=samples,
                                     max_concurrent_trials=concurrency, reuse_actors=True),
         run_config=tune.RunConfig(
-            name="ray", storage_path=out_dir, verbose=progress.ray_verbosity(verbose), callbacks=callbacks,
+            name=name, storage_path=storage_path, verbose=progress.ray_verbosity(verbose), callbacks=callbacks,
             stop=stop,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=spec.metric.name,
                                                     checkpoint_score_order=spec.metric.mode),
@@ -138,10 +142,10 @@ def make_tuner(trainable, spec: Spec, out_dir: str, *, param_space: dict, sample
     )
 
 
-def restore_tuner(sweep_dir: str, trainable) -> tune.Tuner:
+def restore_tuner(sweep_dir: str, trainable, run_storage: str | None = None) -> tune.Tuner:
     """The Tuner of an interrupted sweep. Tuner.restore unpickles the experiment state: only ever
-    point it at our own sweep folders."""
-    return tune.Tuner.restore(os.path.join(os.path.abspath(sweep_dir), "ray"), trainable=trainable,
+    point it at our own sweep folders (or the storage they name)."""
+    return tune.Tuner.restore(storage.experiment_path(run_storage, sweep_dir), trainable=trainable,
                               resume_unfinished=True, resume_errored=False, restart_errored=False)
 
 
@@ -208,7 +212,7 @@ def _salvage(ctx: Context, runs_cb, epochs_of) -> pd.DataFrame | None:
     from ray.tune import ExperimentAnalysis, ResultGrid
 
     try:
-        analysis = ExperimentAnalysis(os.path.join(ctx.sweep_dir, "ray"))
+        analysis = ExperimentAnalysis(storage.experiment_path(ctx.spec.run.storage, ctx.sweep_dir))
         return outcome.build_table(ctx.spec, list(ResultGrid(analysis)), analysis.trials, runs_cb, epochs_of)
     except Exception as e:  # noqa: BLE001 - nothing saved yet, or unreadable: the parent still closes
         log.warning("no trials table after the failure: %s", str(e).splitlines()[0][:200] if str(e) else e)

@@ -41,6 +41,31 @@ def tuner_search_alg(tuner):
     return _attr(_attr(tuner, "_local_tuner"), "_tune_config").search_alg
 
 
+def tuner_scheduler(tuner):
+    """The trial scheduler of a Tuner's TuneConfig (a restored Tuner's is unpickled from its state).
+    Checked against ray 2.60.0: Tuner._local_tuner._tune_config.scheduler."""
+    return _attr(_attr(tuner, "_local_tuner"), "_tune_config").scheduler
+
+
+def rebase_trial_storage(trial, storage_path: str, name: str) -> None:
+    """Point a trial at the experiment's storage as it is now. Ray rebases the trials it restores
+    when the experiment moved (a folder renamed, a bucket URI changed), but a restored search
+    algorithm keeps the old storage in its pickled experiment spec, so every trial it creates
+    after `tuner resume --storage` would write (and fail) at the old place.
+    Checked against ray 2.60.0: Trial.storage (StorageContext.storage_filesystem, .storage_fs_path,
+    .experiment_dir_name), Trial.set_storage, ray.train._internal.storage.get_fs_and_path."""
+    import copy
+
+    from ray.train._internal import storage as ray_storage
+
+    fs, fs_path = _attr(ray_storage, "get_fs_and_path")(storage_path)
+    new = copy.copy(_attr(trial, "storage"))
+    for key, value in (("storage_filesystem", fs), ("storage_fs_path", fs_path), ("experiment_dir_name", name)):
+        _attr(new, key)
+        setattr(new, key, value)
+    _attr(trial, "set_storage")(new)
+
+
 def grid_trials(grid) -> list:
     """The Trial objects behind a ResultGrid (status, trial_id; a Result carries neither reliably).
     Checked against ray 2.60.0: ResultGrid._experiment_analysis.trials."""

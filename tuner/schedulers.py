@@ -20,8 +20,31 @@ import math
 from typing import Any, Sequence
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
+
+from tuner import raycompat
+
+
+class Rebase:
+    """Scheduler mixin: on `tuner resume --storage`, every trial added is pointed at the storage's
+    new place (raycompat.rebase_trial_storage says why Ray alone leaves new trials at the old one).
+    `target` is (storage_path, experiment name), set on the restored scheduler by the resume."""
+
+    target: tuple[str, str] | None = None
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        if self.target is not None:
+            raycompat.rebase_trial_storage(trial, *self.target)
+        super().on_trial_add(tune_controller, trial)
+
+
+class Asha(Rebase, ASHAScheduler):
+    pass
+
+
+class Fifo(Rebase, FIFOScheduler):
+    pass
 
 
 class Rungs:
@@ -108,7 +131,7 @@ class PauseAwareLimiter(ConcurrencyLimiter):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-class PromotionASHA(FIFOScheduler):
+class PromotionASHA(Rebase, FIFOScheduler):
     """Ray Tune scheduler over `Rungs`. time_attr is the trainable's own epoch counter, which a
     trial restored from its checkpoint continues (training_iteration would restart)."""
 
@@ -132,6 +155,7 @@ class PromotionASHA(FIFOScheduler):
         return True  # metric and mode come from the spec, at construction
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)
         self._added += 1
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:

@@ -109,6 +109,9 @@ class TrackingSpec:
 class RunSpec:
     max_failures: int = bounded(0, low=-1, high=1000)
     checkpoints_to_keep: int = bounded(2, low=1, high=1000)
+    # Ray Tune's storage_path: a folder, or a bucket URI (s3://BUCKET/PREFIX, gs://...); state and
+    # checkpoints go to <storage>/<sweep folder name>. Default: <sweep folder>/ray on the driver.
+    storage: str | None = text(None, max_len=2000)
 
 
 @dataclass(frozen=True)

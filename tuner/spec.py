@@ -31,7 +31,7 @@ import yaml
 from analysis.diagnose import DiagnoseConfig
 from trainables import config as cfgmod
 from trainables import yamlio
-from tuner.checks import describe_uri, rdb_problem, uri_problem
+from tuner.checks import describe_uri, rdb_problem, storage_problem, uri_problem
 from trainables.errors import TunerError, excerpt, where
 # the sections' dataclasses and the operations on a Spec live beside this module; tuner.spec is their public name
 from tuner.sections import (MAX_SEED, SMOKE_USERS, DataSpec, EvalSpec, MetricSpec, Param, ResourcesSpec,  # noqa: F401
@@ -164,7 +164,9 @@ def _check_bounds(spec: Spec, line_of) -> None:
     for p in spec.space:
         values, sub = (p.choices, "choices") if p.type == "categorical" else ((p.high,), "high")
         _check_knob_cap(p.name, values, f"space.{p.name}.{sub}", path, line_of)
-    for key, uri, check in (("tracking.uri", spec.tracking.uri, uri_problem), ("search.storage", spec.search.storage, rdb_problem)):
+    for key, uri, check in (("tracking.uri", spec.tracking.uri, uri_problem),
+                            ("search.storage", spec.search.storage, rdb_problem),
+                            ("run.storage", spec.run.storage, storage_problem)):
         problem = check(uri) if uri is not None else None
         if problem:
             raise TunerError(f"{where(path, key, line_of(key))}: {describe_uri(uri)}: {problem}")

@@ -9,6 +9,7 @@ validation metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,18 +23,19 @@ os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
 
 import optuna
 from mlflow.entities import Metric, Param
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune import Tuner
 from ray.tune.search import ConcurrencyLimiter
 
 from tuner.stopper import PathologyStopper
 from tuner.trainable import train
-from tuner import outcome, pipeline, progress, provenance, recover
+from tuner import outcome, pipeline, progress, provenance, raycompat, recover, storage
 from tuner import spec as specmod
 from tuner import tracking
 from tuner.pipeline import Interrupted, SweepResult  # noqa: F401 - callers catch sweep.Interrupted
 from trainables.data import Dataset
 from trainables.errors import TunerError, redact
-from tuner.schedulers import PauseAwareLimiter, PromotionASHA
+from tuner.checks import describe_uri
+from tuner.schedulers import Asha, Fifo, PauseAwareLimiter, PromotionASHA, Rebase
 from tuner.searcher import PrunedAwareOptunaSearch
 from tuner.space import define_by_run
 from tuner.spec import Spec
@@ -89,7 +91,7 @@ def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):
 
 def _scheduler(spec: Spec, search_alg=None):
     if spec.scheduler.type == "asha":
-        return ASHAScheduler(time_attr="training_iteration", metric=spec.metric.name, mode=spec.metric.mode,
+        return Asha(time_attr="training_iteration", metric=spec.metric.name, mode=spec.metric.mode,
                              max_t=spec.max_epochs(), grace_period=spec.scheduler.grace_period,
                              reduction_factor=spec.scheduler.reduction_factor)
     if spec.scheduler.type == "asha_promote":
@@ -97,13 +99,14 @@ def _scheduler(spec: Spec, search_alg=None):
                              milestones=spec.rungs(),
                              reduction_factor=spec.scheduler.reduction_factor, samples=spec.search.samples,
                              limiter=search_alg if isinstance(search_alg, PauseAwareLimiter) else None)
-    return FIFOScheduler()
+    return Fifo()
 
 
 def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose: int = 1,
         data: Dataset | None = None, source: Mapping[str, Any] | None = None) -> SweepResult:
     """Run a sweep. `source` ({spec_path, overrides, smoke}) is what `resume` needs to rebuild the spec."""
     t_start = time.time()
+    spec = with_storage(spec, spec.run.storage)  # a relative folder: from here, not from resume's cwd
     entry = spec.model_entry()
     data = data if data is not None else entry.dataset(spec)
     base = entry.baseline(data, spec.eval.ks)
@@ -166,19 +169,32 @@ def _write_meta(sweep_dir: str, source, spec: Spec, output: str, session, pid: s
         json.dump({**source, "output": os.path.abspath(output), "tracking_uri": session.uri,
                    "experiment_id": session.exp_id, "parent_run_id": pid, "study_name": study_name,
                    "optuna_storage": redact(spec.search.storage) if spec.search.storage else None,
+                   "storage": spec.run.storage,  # checked by storage_problem: holds no credentials
                    "metric": spec.metric.name, "mode": spec.metric.mode}, fh, indent=2)
 
 
-def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1) -> tuple[Spec, SweepResult]:
-    """Continue an interrupted sweep: same trials, same Optuna study, same MLflow runs."""
-    meta_path = os.path.join(sweep_dir, "sweep.json")
-    if not os.path.isfile(meta_path) or not os.path.isdir(os.path.join(sweep_dir, "ray")):
-        raise TunerError(f"{sweep_dir}: not a tuner sweep folder (no sweep.json and ray/); "
-                         "pass the folder `tuner run` printed")
+def with_storage(spec: Spec, run_storage: str | None) -> Spec:
+    return spec.replace(run=dataclasses.replace(spec.run, storage=storage.resolve(run_storage)))
+
+
+def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1,
+           run_storage: str | None = None) -> tuple[Spec, SweepResult]:
+    """Continue an interrupted sweep: same trials, same Optuna study, same MLflow runs. The
+    experiment state is read from the storage sweep.json names, or from `run_storage` (--storage)."""
     from tuner.sweepdir import read_sweep_meta  # one place reads and checks sweep.json
 
     meta = read_sweep_meta(sweep_dir)
-    spec = specmod.load(meta["spec_path"], meta.get("overrides") or {})
+    where = run_storage or meta.get("storage")
+    if where is None and not os.path.isdir(os.path.join(sweep_dir, "ray")):
+        raise TunerError(f"{sweep_dir}: not a tuner sweep folder (no ray/ beside sweep.json); "
+                         "pass the folder `tuner run` printed")
+    spec = with_storage(specmod.load(meta["spec_path"], meta.get("overrides") or {}), where)
+    if where is not None:  # before Ray starts: a moved bucket or folder is one line
+        storage.probe(where, "--storage" if run_storage else f"{os.path.join(sweep_dir, 'sweep.json')}: storage",
+                      create=False)
+        if not Tuner.can_restore(storage.experiment_path(spec.run.storage, sweep_dir)):
+            raise TunerError(f"{sweep_dir}: no experiment state at {describe_uri(storage.experiment_path(where, sweep_dir))}"
+                             "; pass --storage with the folder or URI the sweep's state moved to")
     if meta.get("max_epochs"):
         spec = specmod.with_max_epochs(spec, meta["max_epochs"])
     if meta.get("smoke"):
@@ -193,7 +209,10 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1) -> t
     pid = meta["parent_run_id"]
     session.client.update_run(pid, status="RUNNING")
     session.client.set_tag(pid, provenance.SWEEP_STATUS, "running")
-    tuner = pipeline.restore_tuner(sweep_dir, _trainable(spec, data))
+    tuner = pipeline.restore_tuner(sweep_dir, _trainable(spec, data), spec.run.storage)
+    scheduler = raycompat.tuner_scheduler(tuner)
+    if where is not None and isinstance(scheduler, Rebase):  # trials created from now on: storage as it is now
+        scheduler.target = storage.location(spec.run.storage, sweep_dir)
     ctx = pipeline.Context(spec, data, meta["output"], os.path.abspath(sweep_dir), session.uri, session.client,
                            session.exp_id, pid, base, t_start, resumed=True)
     return spec, pipeline.execute(ctx, tuner, epochs_counter(spec))

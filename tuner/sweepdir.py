@@ -16,7 +16,8 @@ from trainables.errors import TunerError
 REQUIRED = {"spec_path": str, "output": str, "tracking_uri": str, "experiment_id": (str, int),
             "parent_run_id": str}
 OPTIONAL = {"overrides": (dict, type(None)), "smoke": (bool, type(None)), "max_epochs": (int, type(None)),
-            "study_name": (str, type(None)), "metric": (str, type(None)), "mode": (str, type(None))}
+            "study_name": (str, type(None)), "metric": (str, type(None)), "mode": (str, type(None)),
+            "storage": (str, type(None))}
 
 
 def read_sweep_meta(sweep_dir: str) -> dict:

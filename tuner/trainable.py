@@ -35,9 +35,8 @@ def device_label(device: torch.device, use_gpu: bool) -> str:
 def load_state(checkpoint, device: torch.device) -> dict[str, Any] | None:
     """A checkpoint's training state (weights_only refuses pickled code), verified; a corrupt one
     falls back to the trial's previous checkpoint, and None (start over) when none is intact."""
-    with checkpoint.as_directory() as d:
-        state, _ = checkpoints.load_with_fallback(d, device)
-        return state
+    state, _ = checkpoints.load_with_fallback(checkpoint, device)  # in a bucket too (run.storage)
+    return state
 
 
 def train(config: dict[str, Any], *, data, model: str, ks=(10, 20), batch_users: int = M.EVAL_BATCH_USERS, use_gpu: bool = False):

@@ -1,4 +1,5 @@
-"""Faults: a worker node dies mid-sweep (ray.cluster_utils.Cluster, head + worker on this machine)."""
+"""Faults: a worker node dies mid-sweep (ray.cluster_utils.Cluster, head + worker on this machine, each
+with its own temp folder) while checkpoints go to a bucket (run.storage on moto's S3 server)."""
 
 import json
 import os
@@ -13,7 +14,8 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, wh
 HANG_S = 600
 
 
-def test_worker_node_loss_resumes_trials_from_checkpoints():
+def test_worker_node_loss_resumes_trials_from_bucket_checkpoints():
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[test]')")
     code, out, err = run_script([os.path.join(HERE, "fault_node_loss.py")], timeout=HANG_S)
     assert code == 0, err[-3000:]
     got = json.loads(out.strip().splitlines()[-1])
@@ -24,3 +26,7 @@ def test_worker_node_loss_resumes_trials_from_checkpoints():
     for number, steps in got["steps"].items():
         # resumed from its checkpoint: every epoch logged exactly once, none re-run from epoch 1
         assert steps == list(range(1, 31)), (number, steps)
+    # only the bucket carried checkpoints: none on the driver's --output or either node's temp folder
+    assert got["local_checkpoints"] == []
+    assert len(got["in_bucket"]) == 2 and all(n >= 1 for n in got["in_bucket"].values()), got["in_bucket"]
+    assert got["test_checkpoint"].startswith("s3://ckpts/tuner/"), got["test_checkpoint"]

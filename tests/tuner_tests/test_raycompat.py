@@ -22,6 +22,8 @@ def fitted(ray_session, tmp_path_factory):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from tuner.schedulers import Fifo
+
     def one_epoch(config):  # nested: pickled by value, the workers cannot import this test module
         tune.report({"score": float(config["x"]), "epoch": 1})
 
@@ -35,7 +37,7 @@ def fitted(ray_session, tmp_path_factory):
 
     marker = Marker()
     tuner = tune.Tuner(one_epoch, tune_config=tune.TuneConfig(
-        search_alg=ConcurrencyLimiter(searcher, max_concurrent=1), num_samples=2),
+        search_alg=ConcurrencyLimiter(searcher, max_concurrent=1), num_samples=2, scheduler=Fifo()),
         run_config=tune.RunConfig(name="ray", storage_path=str(root), callbacks=[marker], verbose=0))
     grid = tuner.fit()
     return tuner, grid, searcher, marker, storage
@@ -46,6 +48,17 @@ def test_tuner_attributes(fitted):
     assert marker in raycompat.tuner_callbacks(tuner)
     alg = raycompat.tuner_search_alg(tuner)
     assert alg.searcher is searcher  # ConcurrencyLimiter.searcher: the public way down to ours
+
+
+def test_scheduler_and_storage_rebase(fitted, tmp_path):
+    from tuner.schedulers import Fifo
+
+    tuner, grid, _, _, _ = fitted
+    assert isinstance(raycompat.tuner_scheduler(tuner), Fifo)
+    trial = raycompat.grid_trials(grid)[0]
+    name = trial.storage.trial_dir_name
+    raycompat.rebase_trial_storage(trial, str(tmp_path / "moved"), "renamed")
+    assert trial.storage.trial_fs_path == str(tmp_path / "moved" / "renamed" / name)
 
 
 def test_grid_trials(fitted):

@@ -214,11 +214,14 @@ def interrupt_sweep(tmp_path, body, ready) -> tuple:
 
 
 def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
-    """Ctrl+C mid-sweep: clean stop, a resume hint, no RUNNING runs; `tuner resume` completes it."""
+    """Ctrl+C mid-sweep: clean stop, a resume hint, no RUNNING runs; `tuner resume` completes it.
+    State and checkpoints live in run.storage (a folder here; a bucket in test_faults.py), which is
+    then moved: resume finds it again through --storage."""
     # trials long enough (~5 s each) that the interrupt lands while one runs and others wait
     body = {**SPEC, "name": "intr", "fixed": {"epochs": 15, "loss": "bpr", "batch_size": 64},
             "data": {"synthetic": {"n_users": 1500, "n_items": 300, "mean_length": 12, "seed": 1}},
-            "search": {"samples": 4, "concurrency": 1, "seed": 0}, "scheduler": {"type": "fifo"}}
+            "search": {"samples": 4, "concurrency": 1, "seed": 0}, "scheduler": {"type": "fifo"},
+            "run": {"storage": str(tmp_path / "store")}}
     body["space"] = {"lr": body["space"]["lr"]}
     # one trial done, the next under way
     client, sweep_dir = interrupt_sweep(tmp_path, body, lambda c: runs_where(c, "tags.status = 'completed'"))
@@ -230,13 +233,23 @@ def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
     done_before = {r.info.run_id: r for r in runs if r.data.tags.get("status") == "completed"}
     assert done_before
 
+    assert not os.path.exists(os.path.join(sweep_dir, "ray"))  # the state is in run.storage
+    os.rename(tmp_path / "store", tmp_path / "moved")
     p = run_cli("resume", sweep_dir, "--quiet", cwd=tmp_path)
+    assert p.returncode == 2 and "pass --storage" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    p = run_cli("resume", sweep_dir, "--storage", str(tmp_path / "moved"), "--quiet", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
+    name = os.path.basename(sweep_dir)
+    kept = [d for d, _, files in os.walk(tmp_path / "moved" / name) if "state.pt" in files]
+    assert kept and not [d for d, _, files in os.walk(out) if "state.pt" in files]
+    assert json.load(open(os.path.join(sweep_dir, "summary.json")))["test_checkpoint"]["path"].startswith(
+        str(tmp_path / "moved" / name))
     runs = client.search_runs([exp_id])
     parents = [r for r in runs if r.data.tags.get("tuner.role") == "sweep"]
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(kids) == 4 and all(r.info.status == "FINISHED" for r in kids)  # each trial once
+    assert len(kids) == 4, kids  # each trial once, every one finished (none left at the old storage)
+    assert [r.info.status for r in kids] == ["FINISHED"] * 4, [r.data.tags.get("stop_reason") for r in kids]
     for run_id in done_before:  # completed trials did not run again: one value per epoch
         steps = [m.step for m in client.get_metric_history(run_id, "val_ndcg_10")]
         assert steps == list(range(1, 16))
