@@ -180,3 +180,23 @@ def mlflow_server(backend_uri: str, artifacts: str, log_dir: str, env: dict[str,
         yield url
     finally:
         kill_group(p)
+
+
+@contextlib.contextmanager
+def optuna_dashboard(storage_url: str, log_dir: str, env: dict[str, str]) -> Iterator[str]:
+    """optuna-dashboard on a free loopback port, reading `storage_url` (its password from `env`)."""
+    try:
+        import optuna_dashboard  # noqa: F401  (only: is it installed?)
+    except ImportError:
+        raise Unavailable("optuna-dashboard is not installed (pip install -e '.[test]')") from None
+    port = free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")  # its console script, beside python
+    cmd = [exe, storage_url, "--host", "127.0.0.1", "--port", str(port)]
+    with open(os.path.join(log_dir, "optuna-dashboard.log"), "w") as log:
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_ok(f"{url}/api/meta"), "optuna-dashboard", p)
+        yield url
+    finally:
+        kill_group(p)

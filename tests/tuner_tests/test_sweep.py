@@ -217,8 +217,8 @@ def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
     """Ctrl+C mid-sweep: clean stop, a resume hint, no RUNNING runs; `tuner resume` completes it.
     State and checkpoints live in run.storage (a folder here; a bucket in test_faults.py), which is
     then moved: resume finds it again through --storage."""
-    # trials long enough (~5 s each) that the interrupt lands while one runs and others wait
-    body = {**SPEC, "name": "intr", "fixed": {"epochs": 15, "loss": "bpr", "batch_size": 64},
+    # trials long enough (~3 s each) that the interrupt lands while one runs and others wait
+    body = {**SPEC, "name": "intr", "fixed": {"epochs": 10, "loss": "bpr", "batch_size": 64},
             "data": {"synthetic": {"n_users": 1500, "n_items": 300, "mean_length": 12, "seed": 1}},
             "search": {"samples": 4, "concurrency": 1, "seed": 0}, "scheduler": {"type": "fifo"},
             "run": {"storage": str(tmp_path / "store")}}
@@ -252,10 +252,10 @@ def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
     assert [r.info.status for r in kids] == ["FINISHED"] * 4, [r.data.tags.get("stop_reason") for r in kids]
     for run_id in done_before:  # completed trials did not run again: one value per epoch
         steps = [m.step for m in client.get_metric_history(run_id, "val_ndcg_10")]
-        assert steps == list(range(1, 16))
+        assert steps == list(range(1, 11))
     for r in kids:
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_ndcg_10")]
-        assert sorted(set(steps)) == list(range(1, 16))
+        assert sorted(set(steps)) == list(range(1, 11))
     meta = json.load(open(os.path.join(sweep_dir, "sweep.json")))
     study = optuna.load_study(study_name=meta["study_name"], storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
