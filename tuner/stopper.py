@@ -1,7 +1,9 @@
-"""The Ray Tune stopper that ends a trial when analysis.diagnose finds a pathology in its history."""
+"""Ray Tune stoppers: a trial ends when analysis.diagnose finds a pathology in its history, or (`tuner
+compare`'s `patience`) when its validation metric has stopped improving."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ray.tune.stopper import Stopper
@@ -25,6 +27,43 @@ class PathologyStopper(Stopper):
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return self.watch.observe(trial_id, result) is not None
+
+    def stop_all(self) -> bool:
+        return False
+
+
+class PatienceStopper(Stopper):
+    """Early stopping per trial: stop once `metric` has not improved for `patience` reported epochs.
+
+    `tuner compare`'s claim key `patience: N`; the config's `epochs` stays the cap. An epoch improves
+    when its value is strictly better than every earlier one (a non-finite or missing value never
+    does). Epochs are the results' `epoch` (1, 2, ...; else counted), so a trial restarted from a
+    checkpoint is not double-counted. `epochs_run[trial_id]` is the last epoch seen, `stopped` the
+    trials it ended.
+    """
+
+    def __init__(self, metric: str, mode: str = "max", patience: int = 5):
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        self.metric, self.mode, self.patience = metric, mode, patience
+        self.best: dict[str, tuple[float, int]] = {}  # trial_id -> (best value, its epoch)
+        self.epochs_run: dict[str, int] = {}
+        self.stopped: set[str] = set()
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        epoch = result.get("epoch")
+        epoch = int(epoch) if isinstance(epoch, (int, float)) else self.epochs_run.get(trial_id, 0) + 1
+        self.epochs_run[trial_id] = epoch
+        value = result.get(self.metric)
+        best, best_epoch = self.best.get(trial_id, (None, 0))
+        if isinstance(value, (int, float)) and math.isfinite(value) and (
+                best is None or (value > best if self.mode == "max" else value < best)):
+            self.best[trial_id] = (float(value), epoch)
+            return False
+        if epoch - best_epoch >= self.patience:
+            self.stopped.add(trial_id)
+            return True
+        return False
 
     def stop_all(self) -> bool:
         return False

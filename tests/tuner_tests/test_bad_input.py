@@ -380,6 +380,13 @@ META = {"spec_path": "spec.yaml", "output": "out", "tracking_uri": "sqlite:///ou
         "experiment_id": "1", "parent_run_id": "abc"}
 RUN = ["run", "spec.yaml", "--output", "out", "--quiet"]
 
+def _claim(t, extra: str) -> str:
+    """A claim file on spec.yaml with one more top-level line (line 5)."""
+    (t / "claim.yaml").write_text("spec: spec.yaml\na: {name: A, set: {}}\nb: {name: B, set: {fixed.lr: 0.01}}\n"
+                                  f"seeds: 2\n{extra}\n")
+    return "claim.yaml"
+
+
 # (id, argv (callable of tmp_path for folders), what the one line must name)
 ARGV = [
     ("validate-missing-file", ["validate", "missing.yaml"], "missing.yaml"),
@@ -431,6 +438,11 @@ ARGV = [
     ("compare-b-duplicate-key", ["compare", "spec.yaml", "--b", "fixed={lr: 1, lr: 2}", "--output", "out"], "--b"),
     ("compare-spec-duplicate-key", lambda t: ((t / "a.yaml").write_text("model: bpr_mf\nmodel: bpr_mf\n"),
                                               ["compare", "a.yaml", "--b", "fixed.lr=0.01"])[1], "a.yaml:2"),
+    ("claim-patience-zero", lambda t: ["validate", _claim(t, "patience: 0")], "claim.yaml:5: patience"),
+    ("claim-patience-word", lambda t: ["validate", _claim(t, "patience: x")], "claim.yaml:5: patience"),
+    ("claim-patience-float", lambda t: ["validate", _claim(t, "patience: 2.5")], "1..1000"),
+    ("claim-patience-huge", lambda t: ["validate", _claim(t, "patience: 100000")], "patience"),
+    ("compare-claim-patience-bool", lambda t: ["compare", _claim(t, "patience: true"), "--output", "out"], "patience"),
     ("analyze-bad-sweep-json", lambda t: ["analyze", *_sweep(t, "{")], "sweep.json:1"),
     ("resume-no-folder", ["resume", "no-such-sweep"], "no-such-sweep"),
     ("resume-no-sweep-json", ["resume", "."], "not a tuner sweep folder"),

@@ -19,12 +19,12 @@ BASE = {
 }
 
 
-def claim_file(tmp_path, a_set, b_set, seeds=3):
+def claim_file(tmp_path, a_set, b_set, seeds=3, **extra):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
     path = tmp_path / "claim.yaml"
     path.write_text(yaml.safe_dump({"claim": "test", "spec": "base.yaml", "seeds": seeds,
                                     "a": {"name": "A", "set": a_set}, "b": {"name": "B", "set": b_set},
-                                    "metrics": ["test_ndcg_10", "test_hr_10"]}))
+                                    "metrics": ["test_ndcg_10", "test_hr_10"], **extra}))
     return str(path)
 
 
@@ -50,10 +50,26 @@ def test_identical_configs_show_no_difference(ray_session, tmp_path, capsys):
 
 
 def test_crippled_config_is_worse(ray_session, tmp_path, capsys):
-    res, _, _ = run_compare(tmp_path, capsys, claim_file(tmp_path, {}, {"fixed.lr": 1.0e-6, "fixed.epochs": 2}))
+    """B (lr 1e-6) has a flat validation curve: with patience 1 its runs stop at epoch 2 of 4, while A's
+    (improving every epoch) run to the cap; test metrics still come from the best-validation checkpoint."""
+    res, printed, out = run_compare(tmp_path, capsys, claim_file(tmp_path, {}, {"fixed.lr": 1.0e-6}, patience=1))
     for row in res["rows"]:
         assert row["verdict"] == "worse", row
         assert row["ci_high"] < 0
+        assert 0 <= row["p_t"] < 0.05 and 0 < row["p_sign"] <= 1 and row["n_power"] >= 2
+    assert res["patience"] == 1 and "p(Wilcoxon)=" in printed and "N for 80% power: " in printed
+    assert "Early stopping: patience 1; epochs run per seed: A 4, 4, 4; B 2, 2, 2 (cap 4 / 4)." in printed
+    for side, seeds in res["per_seed"].items():
+        for v in seeds.values():
+            assert v["epochs_run"] == (4 if side == "A" else 2), (side, v)
+            # the checkpoint tested is the best-validation one (B's ties: epoch 1 or the equal epoch 2)
+            assert (v["test_epoch"] == v["best_epoch"]) if side == "A" else (v["test_epoch"] in (1, 2))
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (parent,) = client.search_runs([client.get_experiment_by_name("compare").experiment_id],
+                                   "tags.`tuner.role` = 'compare'")
+    assert parent.data.params["patience"] == "1" and "p_t_test_ndcg_10" in parent.data.metrics
+    kids = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(k.data.tags.get("status") for k in kids) == ["completed"] * 3 + ["stopped_early"] * 3
 
 
 def test_analyze_a_finished_sweep(ray_session, tmp_path, capsys):

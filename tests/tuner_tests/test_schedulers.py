@@ -185,3 +185,24 @@ def test_promotion_asha_tells_tune_its_metric_and_no_buffering():
     report) only if `supports_buffered_results` says so, and a pause must land on the rung's result."""
     s = PromotionASHA(metric="val_ndcg_10", mode="max", milestones=(2, 6), reduction_factor=3, samples=4)
     assert s.metric == "val_ndcg_10" and s.supports_buffered_results is False
+
+
+def test_patience_stopper_on_a_synthetic_history():
+    """`tuner compare`'s patience: stop after N epochs without a strict improvement, per trial."""
+    from tuner.stopper import PatienceStopper
+
+    stop = PatienceStopper("val_ndcg_10", "max", patience=2)
+    curve = [0.10, 0.20, 0.20, 0.15, 0.30]  # best at epoch 2; epochs 3 and 4 do not beat it (a tie is no gain)
+    fired = [stop("t1", {"epoch": e, "val_ndcg_10": v}) for e, v in enumerate(curve, 1)]
+    assert fired == [False, False, False, True, False] and stop.epochs_run["t1"] == 5
+    assert stop.stopped == {"t1"} and stop.stop_all() is False
+    # another trial keeps its own count; a missing or non-finite value is no improvement
+    assert [stop("t2", {"epoch": e, "val_ndcg_10": v}) for e, v in [(1, 0.5), (2, float("nan")), (3, 0.6)]] == \
+        [False, False, False]
+    assert stop("t2", {"epoch": 4}) is False and stop("t2", {"epoch": 5}) is True
+    # lower is better; a trial restarted from its epoch-1 checkpoint resends epoch 2 without double counting
+    low = PatienceStopper("val_loss", "min", patience=1)
+    assert [low("t", {"epoch": e, "val_loss": v}) for e, v in [(1, 1.0), (2, 0.8)]] == [False, False]
+    assert low("t", {"epoch": 2, "val_loss": 0.8}) is False and low("t", {"epoch": 3, "val_loss": 0.9}) is True
+    with pytest.raises(ValueError):
+        PatienceStopper("m", "max", 0)
