@@ -79,6 +79,12 @@ def t_quantile(p: float, df: float) -> float:
 
 
 # -- paired tests and power ---------------------------------------------------------------------
+def _mean_sd(d: list[float]) -> tuple[float, float]:
+    """Mean and sample SD (n - 1) of the paired differences; needs len(d) >= 2."""
+    mean = sum(d) / len(d)
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
+
+
 def paired_t_p(d: list[float]) -> float:
     """Two-sided p-value of the paired t-test on differences `d` (0 when all are the same non-zero value)."""
     from scipy import stats
@@ -86,8 +92,7 @@ def paired_t_p(d: list[float]) -> float:
     n = len(d)
     if n < 2:
         return NAN
-    mean = sum(d) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    mean, sd = _mean_sd(d)
     if sd == 0:
         return NAN if mean == 0 else 0.0
     return float(2.0 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
@@ -127,11 +132,9 @@ def t_power(n: int, effect: float, alpha: float = 0.05) -> float:
 def seeds_for_power(d: list[float], power: float = 0.8, alpha: float = 0.05, cap: int = POWER_CAP) -> float:
     """The smallest N (>= 2) whose paired t-test reaches `power` if the true mean and SD of the differences
     were the observed ones; nan when n < 2 or the SD is 0, inf when even `cap` seeds fall short."""
-    n = len(d)
-    if n < 2:
+    if len(d) < 2:
         return NAN
-    mean = sum(d) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    mean, sd = _mean_sd(d)
     if sd == 0:
         return NAN
     effect = mean / sd
@@ -178,7 +181,7 @@ def compare_one(a: list[float], b: list[float], metric: str, mode: str = "max", 
     if n < 2:
         return Row(metric, mode, n, mean_a, mean_b, diff, float("nan"), float("nan"), rel,
                    f"N too small (N={n}): run at least 2 seeds for a confidence interval", confidence)
-    sd = math.sqrt(sum((x - diff) ** 2 for x in d) / (n - 1))
+    sd = _mean_sd(d)[1]
     half = t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
     lo, hi = diff - half, diff + half
     if lo > 0 or hi < 0:  # the interval excludes 0: B differs from A; mode says which way is good

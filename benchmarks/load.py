@@ -12,8 +12,10 @@ epochs) on the same private local Ray, one after the other, each in a fresh Pyth
   trials.csv, summary, test metrics of the best trial).
 A thread in each driver samples its resident memory (VmRSS) and the number of trials started (Tune's
 trial folders) every 0.5 s, so memory is read against trials, not time. Reported per engine:
-trials per minute, the driver's RSS after the first 50 trials and at the end, growth per trial
-after those 50, and the peak. Writes benchmarks/results/load.{json,md}.
+trials per minute, the driver's RSS after the first 50 trials, its growth until the last trial has
+started (the sweep proper) and until the end (which adds reading every trial's results back, the
+table, the report and test metrics), per trial after those 50, and the peak. Both engines run with
+tuner's malloc setting (2 arenas, tuner/cluster.py), as both start Ray through it. Writes benchmarks/results/load.{json,md}.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 WARMUP_TRIALS = 50  # the issue's reference point: RSS after the first 50 trials
+# checkpoints kept per trial (--keep): Ray forces a full experiment-state snapshot whenever a trial
+# has saved this many checkpoints since the last one, so 1 means one snapshot per epoch of each trial
+KEEP = int(os.environ.get("LOAD_KEEP", "1"))
 BODY = {
     "name": "load", "model": "bpr_mf", "metric": {"name": "val_ndcg_10", "mode": "max"},
     "data": {"synthetic": {"n_users": 200, "n_items": 100, "mean_length": 10, "seed": 0}},
@@ -39,7 +44,6 @@ BODY = {
     "space": {"lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-1, "log": True}},
     "search": {"concurrency": 2, "seed": 0},
     "scheduler": {"type": "fifo"},
-    "run": {"checkpoints_to_keep": 1},
 }
 
 
@@ -77,7 +81,7 @@ def spec_for(n: int, out: str):
 
     path = os.path.join(out, "load.yaml")
     with open(path, "w") as fh:
-        yaml.safe_dump({**BODY, "search": {**BODY["search"], "samples": n}}, fh)
+        yaml.safe_dump({**BODY, "search": {**BODY["search"], "samples": n}, "run": {"checkpoints_to_keep": KEEP}}, fh)
     return specmod.load(path)
 
 
@@ -98,7 +102,7 @@ def engine_bare(n: int, out: str) -> Sampler:
         tune_config=tune.TuneConfig(num_samples=n, max_concurrent_trials=2, metric="val_ndcg_10", mode="max",
                                     reuse_actors=True),
         run_config=tune.RunConfig(name="bare", storage_path=storage, verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP)),
     ).fit()
     return sampler
 
@@ -133,12 +137,17 @@ def measure(engine: str, n: int) -> dict:
     rows = sampler.rows
     warm = next((r for r in rows if r[2] >= WARMUP_TRIALS + 2), rows[len(rows) // 20])  # +2: the two running
     end = rows[-1]
+    started = next((r for r in rows if r[2] >= n), end)  # the last trial under way: the sweep proper
     per_trial = (end[1] - warm[1]) / max(n - WARMUP_TRIALS, 1)
     return {
-        "engine": engine, "trials": n, "concurrency": 2, "cores": os.cpu_count(), "load_avg_start": os.getloadavg()[0],
+        "engine": engine, "trials": n, "checkpoints_kept": KEEP, "concurrency": 2, "cores": os.cpu_count(), "load_avg_start": os.getloadavg()[0],
         "wall_seconds": round(wall, 1), "trials_per_minute": round(60 * n / wall, 1),
         "driver_rss_mb_after_first_50": round(warm[1], 1), "driver_rss_mb_end": round(end[1], 1),
         "driver_rss_mb_growth_after_50": round(end[1] - warm[1], 1),
+        # up to the last trial's start, before results are read back, the table and the report
+        "driver_rss_mb_when_all_started": round(started[1], 1),
+        "driver_rss_mb_growth_during_sweep": round(started[1] - warm[1], 1),
+        "driver_rss_mb_per_trial_during_sweep": round((started[1] - warm[1]) / max(started[2] - warm[2], 1), 3),
         "driver_rss_mb_per_trial_after_50": round(per_trial, 3),
         "driver_rss_mb_peak": round(max(r[1] for r in rows), 1),
         "rss_by_trials": [(r[2], round(r[1], 1)) for r in rows[:: max(1, len(rows) // 40)]],
@@ -146,11 +155,13 @@ def measure(engine: str, n: int) -> dict:
 
 
 def markdown(records: list[dict]) -> str:
-    lines = ["| engine | trials | trials/min | RSS after 50 (MB) | RSS end (MB) | growth (MB) | MB/trial | peak (MB) |",
+    lines = ["| engine | trials | trials/min | RSS after 50 (MB) | growth while trials start (MB, MB/trial) "
+             "| RSS end (MB) | growth to the end (MB, MB/trial) | peak (MB) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {r['engine']} | {r['trials']} | {r['trials_per_minute']} | {r['driver_rss_mb_after_first_50']} | "
-                     f"{r['driver_rss_mb_end']} | {r['driver_rss_mb_growth_after_50']} | "
+                     f"{r['driver_rss_mb_growth_during_sweep']}, {r['driver_rss_mb_per_trial_during_sweep']} | "
+                     f"{r['driver_rss_mb_end']} | {r['driver_rss_mb_growth_after_50']}, "
                      f"{r['driver_rss_mb_per_trial_after_50']} | {r['driver_rss_mb_peak']} |")
     return "\n".join(lines) + "\n"
 
@@ -160,8 +171,10 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--engines", default="bare,tuner", help="comma-separated: bare, tuner")
     ap.add_argument("--engine", help=argparse.SUPPRESS)  # internal: run one engine in this process
+    ap.add_argument("--keep", type=int, default=KEEP, help="checkpoints kept per trial (run.checkpoints_to_keep)")
     ap.add_argument("--smoke-test", action="store_true")
     args = ap.parse_args(argv)
+    os.environ["LOAD_KEEP"] = str(args.keep)  # the engines' processes read it
     n = 6 if args.smoke_test else args.trials
     if args.engine:
         print(json.dumps(measure(args.engine, n)))
@@ -185,7 +198,8 @@ def main(argv=None) -> int:
         with open(os.path.join(HERE, "results", "load.json"), "w") as fh:
             json.dump(records, fh, indent=2)
         with open(os.path.join(HERE, "results", "load.md"), "w") as fh:
-            fh.write(f"# Scale: {n} tiny trials, concurrency 2, {os.cpu_count()} cores\n\n" + markdown(records))
+            fh.write(f"# Scale: {n} tiny trials, concurrency 2, {os.cpu_count()} cores, {args.keep} checkpoint(s) "
+                     "kept per trial\n\n" + markdown(records))
     return 0
 
 

@@ -82,17 +82,18 @@ class Config(TrainConfig):
     dropout: float = bounded(0.1, low=0.0, high=0.9, doc="transformer encoder only")
     recon_loss: str = choice("auto", ("auto", *losses.RECONSTRUCTION_LOSSES), "auto: bce for 0/1 features")
     uniformity_t: float = bounded(2.0, low=1e-6, doc="temperature of the diversity (uniformity) term")
-    # three phases (seed 002's BPR table): lengths of phases 1 and 2; phase 3 runs to the end
+    # three phases (seed 002's BPR table), each with its own auxiliary weights; phase 3 runs to the end
     phase1_epochs: int = bounded(10, low=0)
-    phase2_epochs: int = bounded(20, low=0)
     alpha_recon_p1: float = bounded(0.005, low=0.0, doc="item content reconstructed from the fused embedding")
-    alpha_recon_p2: float = bounded(0.01, low=0.0)
-    alpha_recon_p3: float = bounded(0.002, low=0.0)
     alpha_causal_p1: float = bounded(0.0, low=0.0, doc="0: causal module frozen in phase 1 (seed 002)")
-    alpha_causal_p2: float = bounded(0.001, low=0.0)
-    alpha_causal_p3: float = bounded(0.0005, low=0.0)
     alpha_diversity_p1: float = bounded(0.0005, low=0.0, doc="uniformity of the item embeddings")
+    phase2_epochs: int = bounded(20, low=0)
+    alpha_recon_p2: float = bounded(0.01, low=0.0)
+    alpha_causal_p2: float = bounded(0.001, low=0.0)
     alpha_diversity_p2: float = bounded(0.001, low=0.0)
+    # phase 3: from epoch phase1_epochs + phase2_epochs + 1 to the end
+    alpha_recon_p3: float = bounded(0.002, low=0.0)
+    alpha_causal_p3: float = bounded(0.0005, low=0.0)
     alpha_diversity_p3: float = bounded(0.0002, low=0.0)
     warmup_epochs: int = bounded(3, low=0, doc="linear ramp of the auxiliary alphas (seed 002 BPR: 3)")
     # seed 002's schedule: phases 1-10 / 11-30 / 31-50 (phase1_epochs, phase2_epochs) need 50 epochs

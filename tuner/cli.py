@@ -312,58 +312,56 @@ def spec_args(sp: argparse.ArgumentParser) -> None:
                     help="2 trials x 2 epochs on tiny synthetic data, or on 300 users of the spec's data file")
 
 
+def _arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    return flags, kwargs
+
+
+def _command(sub, name: str, about: str, func, *args, spec: bool = False, ray: bool = False) -> None:
+    """One sub-command: the spec file's arguments first (spec), then `args`, then Ray's flags (ray)."""
+    sp = sub.add_parser(name, help=about)
+    if spec:
+        spec_args(sp)
+    for flags, kwargs in args:
+        sp.add_argument(*flags, **kwargs)
+    if ray:
+        ray_flags(sp)
+    sp.set_defaults(func=func)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tuner", description="Measured hyperparameter sweeps for recommenders.")
     p.add_argument("--version", action="version", version=f"tuner {version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run a sweep")
-    spec_args(r)
-    r.add_argument("--output", default="runs", help="output folder (default: runs)")
-    r.add_argument("--samples", type=int, help="number of trials (search.samples)")
-    r.add_argument("--concurrency", type=int, help="trials at once (search.concurrency)")
-    r.add_argument("--seed", type=int, help="sampler seed (search.seed)")
-    r.add_argument("--max-epochs", type=int, help="cap every trial at this many epochs (fixes `epochs`)")
-    r.add_argument("--name", help="sweep name (MLflow experiment unless tracking.experiment is set)")
-    r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUTPUT/mlflow.db)")
-    r.add_argument("--storage", help="where Ray Tune keeps state and checkpoints: a folder or s3://BUCKET/PREFIX "
-                                     "(run.storage; default: SWEEP_DIR/ray)")
-    ray_flags(r)
-    r.set_defaults(func=cmd_run)
-
-    rs = sub.add_parser("resume", help="continue an interrupted sweep (same trials, study and MLflow runs)")
-    rs.add_argument("run", help="the sweep folder `tuner run` printed, e.g. runs/bpr-20261124-090458")
-    rs.add_argument("--storage", help="the run storage URI, when it differs from the one in SWEEP_DIR/sweep.json")
-    ray_flags(rs)
-    rs.set_defaults(func=cmd_resume)
-
-    v = sub.add_parser("validate", help="check a search-space file without running it")
-    spec_args(v)
-    v.set_defaults(func=cmd_validate)
-
-    an = sub.add_parser("analyze", help="trials table, importance, plots and HTML report of a finished sweep")
-    an.add_argument("run", help="sweep folder, or MLflow parent run id (with --tracking-uri)")
-    an.add_argument("--tracking-uri", help="default: the sweep's own, else sqlite:///runs/mlflow.db")
-    an.add_argument("--out", help="output folder (default: RUN/analysis)")
-    an.set_defaults(func=cmd_analyze)
-
-    c = sub.add_parser("compare", help="A vs B over several seeds: paired difference, 95%% CI, verdict")
-    c.add_argument("files", nargs="+", help="CLAIM.yaml | A.yaml B.yaml | BASE.yaml --b key=value")
-    c.add_argument("--b", action="append", metavar="KEY=VALUE", help="B = BASE with these overrides")
-    c.add_argument("--seeds", type=int, help="seeds per side (default: the claim's, else 3)")
-    c.add_argument("--concurrency", type=int, help="trials at once (default: the spec's)")
-    c.add_argument("--output", default="runs")
-    c.add_argument("--smoke-test", action="store_true", help="2 seeds x 2 epochs on tiny synthetic data")
-    ray_flags(c)
-    c.set_defaults(func=cmd_compare)
-
-    sh = sub.add_parser("show", help="print the resolved space: every knob, its source, range and note")
-    spec_args(sh)
-    sh.set_defaults(func=cmd_show)
-
-    u = sub.add_parser("ui", help="open the MLflow UI on 127.0.0.1 for a sweep folder or output folder")
-    u.add_argument("run", nargs="?", help="sweep folder (default: the runs/ output folder)")
-    u.add_argument("--port", type=_port, default=5000, help="0 picks a free port (default 5000)")
-    u.set_defaults(func=cmd_ui)
+    _command(sub, "run", "run a sweep", cmd_run,
+             _arg("--output", default="runs", help="output folder (default: runs)"),
+             _arg("--samples", type=int, help="number of trials (search.samples)"),
+             _arg("--concurrency", type=int, help="trials at once (search.concurrency)"),
+             _arg("--seed", type=int, help="sampler seed (search.seed)"),
+             _arg("--max-epochs", type=int, help="cap every trial at this many epochs (fixes `epochs`)"),
+             _arg("--name", help="sweep name (MLflow experiment unless tracking.experiment is set)"),
+             _arg("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUTPUT/mlflow.db)"),
+             _arg("--storage", help="where Ray Tune keeps state and checkpoints: a folder or s3://BUCKET/PREFIX "
+                                    "(run.storage; default: SWEEP_DIR/ray)"), spec=True, ray=True)
+    _command(sub, "resume", "continue an interrupted sweep (same trials, study and MLflow runs)", cmd_resume,
+             _arg("run", help="the sweep folder `tuner run` printed, e.g. runs/bpr-20261124-090458"),
+             _arg("--storage", help="the run storage URI, when it differs from the one in SWEEP_DIR/sweep.json"),
+             ray=True)
+    _command(sub, "validate", "check a search-space file without running it", cmd_validate, spec=True)
+    _command(sub, "analyze", "trials table, importance, plots and HTML report of a finished sweep", cmd_analyze,
+             _arg("run", help="sweep folder, or MLflow parent run id (with --tracking-uri)"),
+             _arg("--tracking-uri", help="default: the sweep's own, else sqlite:///runs/mlflow.db"),
+             _arg("--out", help="output folder (default: RUN/analysis)"))
+    _command(sub, "compare", "A vs B over several seeds: paired difference, 95%% CI, verdict", cmd_compare,
+             _arg("files", nargs="+", help="CLAIM.yaml | A.yaml B.yaml | BASE.yaml --b key=value"),
+             _arg("--b", action="append", metavar="KEY=VALUE", help="B = BASE with these overrides"),
+             _arg("--seeds", type=int, help="seeds per side (default: the claim's, else 3)"),
+             _arg("--concurrency", type=int, help="trials at once (default: the spec's)"),
+             _arg("--output", default="runs"),
+             _arg("--smoke-test", action="store_true", help="2 seeds x 2 epochs on tiny synthetic data"), ray=True)
+    _command(sub, "show", "print the resolved space: every knob, its source, range and note", cmd_show, spec=True)
+    _command(sub, "ui", "open the MLflow UI on 127.0.0.1 for a sweep folder or output folder", cmd_ui,
+             _arg("run", nargs="?", help="sweep folder (default: the runs/ output folder)"),
+             _arg("--port", type=_port, default=5000, help="0 picks a free port (default 5000)"))
     return p
 
 

@@ -46,6 +46,15 @@ def test_malformed_addresses_are_one_line_errors(address):
         cluster._host_port(address)
 
 
+def test_malloc_arenas_are_limited_unless_the_user_chose(monkeypatch):
+    import platform
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert cluster.limit_malloc_arenas() is False  # the user's setting wins; glibc read it at start
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert cluster.limit_malloc_arenas() is (platform.libc_ver()[0] == "glibc")
+
+
 def test_connect_timeout_is_configurable(monkeypatch):
     monkeypatch.setenv("TUNER_RAY_CONNECT_TIMEOUT", "7.5")
     assert cluster.connect_timeout() == 7.5
