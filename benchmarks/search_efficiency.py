@@ -2,7 +2,7 @@
 
     python benchmarks/search_efficiency.py                # 3 repeats on ../shared/data/s3rec/Beauty.txt (hours)
     python benchmarks/search_efficiency.py --repeats 1    # one repeat: ~110 + 320 trial-epochs on Beauty
-    python benchmarks/search_efficiency.py --smoke-test   # under a minute: synthetic data, 4 trials x 3 epochs
+    python benchmarks/search_efficiency.py --smoke-test   # under a minute: small synthetic data, 4 trials x 3 epochs
 
 Target (issue): ASHA + TPE with the default bpr.yaml budget reaches >= 98% of the best validation
 NDCG@10 found by random search over the same number of configs run to full length, while spending
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
                     help="run repeats first..first+repeats-1 and merge them into an existing JSON's rows")
     ap.add_argument("--data", default=BEAUTY)
     ap.add_argument("--output", default=os.path.join(HERE, "results"), help="where the JSON and MD go")
-    ap.add_argument("--smoke-test", action="store_true", help="spec's synthetic data, 4 trials x 3 epochs, 1 repeat")
+    ap.add_argument("--smoke-test", action="store_true", help="500 users of the spec's synthetic data, 4 trials x 3 epochs, 1 repeat")
     ap.add_argument("--reuse-random", metavar="JSON", help="take each repeat's random search (which the ASHA "
                     "settings do not affect) from this earlier JSON instead of running it again")
     ap.add_argument("--replay", metavar="JSON", help="no sweeps: replay ASHA schedules on the random searches' "
@@ -100,7 +100,8 @@ def run_sweep(args, tmp: str, overrides: dict) -> dict:
     from tuner import sweep
 
     if args.smoke_test:
-        over = {"search.samples": 4, "fixed.epochs": 3}
+        over = {"search.samples": 4, "fixed.epochs": 3,  # a sixth of bpr.yaml's synthetic data: seconds per sweep
+                "data.synthetic.n_users": 500, "data.synthetic.n_items": 200}
     else:
         over = {"data.source": "file", "data.path": os.path.abspath(args.data)}
     spec = specmod.load(SPEC, {**over, **overrides})
@@ -271,7 +272,7 @@ def summarize(rows: list[dict], args, load_start) -> dict:
     label = f"{n} repeat" + ("s" if n != 1 else "")
     return {
         "benchmark": "search_efficiency", "smoke_test": args.smoke_test,
-        "data": "bpr.yaml's synthetic default" if args.smoke_test else os.path.relpath(os.path.abspath(args.data), ROOT),
+        "data": "bpr.yaml's synthetic generator, 500 users x 200 items" if args.smoke_test else os.path.relpath(os.path.abspath(args.data), ROOT),
         "spec": "search_spaces/bpr.yaml", "scheduler": scheduler_of_spec(),
         "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
         "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {args.repeats}")

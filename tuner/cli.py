@@ -12,7 +12,8 @@ import sys
 from typing import Any, Sequence
 
 from trainables import yamlio
-from trainables.errors import TunerError, clamp, excerpt
+from trainables.errors import TunerError, clamp, excerpt, redact
+from tuner import provenance
 
 MAX_SET_VALUE = 64 * 1024  # a --set value is a word or a short list; the spec file has its own cap
 
@@ -161,8 +162,9 @@ def _show(spec, label: str) -> int:
     print(f"# {label}: model {spec.model} ({entry.config_cls.__module__}.Config)")
     print(f"metric: {spec.metric.name} ({spec.metric.mode})   data: "
           + (spec.data_path or f"synthetic {cfgmod.to_dict(spec.data.synthetic)}"))
-    print(f"search: {cfgmod.to_dict(spec.search)}\nscheduler: {cfgmod.to_dict(spec.scheduler)} "
-          f"(max {spec.max_epochs()} epochs)\nresources: {cfgmod.to_dict(spec.resources)}")
+    search = {**cfgmod.to_dict(spec.search), "storage": redact(spec.search.storage) if spec.search.storage else None}
+    print(f"search: {search}\nscheduler: {cfgmod.to_dict(spec.scheduler)} (max {spec.max_epochs()} epochs)\n"
+          f"resources: {cfgmod.to_dict(spec.resources)}   run: {cfgmod.to_dict(spec.run)}")
     print("\nknob                 source     value / range                          note")
     searched = {p.name: p for p in spec.space}
     for f in dataclasses.fields(entry.config_cls):
@@ -285,24 +287,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, clamp(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
 
 
-def version() -> str:
-    """The installed distribution's version; from pyproject.toml when run from a source checkout."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("tuner")
-    except metadata.PackageNotFoundError:
-        import re
-
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
-        try:
-            with open(path) as fh:
-                found = re.search(r'^version\s*=\s*"([^"]+)"', fh.read(), re.M)
-        except OSError:
-            found = None
-        return found.group(1) if found else "unknown"
-
-
 def spec_args(sp: argparse.ArgumentParser) -> None:
     """The arguments of every command that reads one spec file (run, validate, show)."""
     sp.add_argument("space", help="search-space YAML, e.g. search_spaces/bpr.yaml")
@@ -330,7 +314,7 @@ def _command(sub, name: str, about: str, func, *args, spec: bool = False, ray: b
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tuner", description="Measured hyperparameter sweeps for recommenders.")
-    p.add_argument("--version", action="version", version=f"tuner {version()}")
+    p.add_argument("--version", action="version", version=f"tuner {provenance.version()}")
     sub = p.add_subparsers(dest="command", required=True)
     _command(sub, "run", "run a sweep", cmd_run,
              _arg("--output", default="runs", help="output folder (default: runs)"),
@@ -384,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tuner show x.yaml | head`: the reader left; as the shell's own tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
     except Exception as e:  # noqa: BLE001  a bug of ours: still one line, the traceback on demand
         if os.environ.get("TUNER_DEBUG") == "1":
             raise

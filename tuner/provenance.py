@@ -44,3 +44,21 @@ def source_tags(spec_path: str) -> dict[str, str]:
 
 def parent_tags(spec_path: str) -> dict[str, str]:
     return {**source_tags(spec_path), "tuner.spec_sha256": spec_sha256(spec_path)}
+
+
+def version() -> str:
+    """The installed distribution's version; from pyproject.toml when run from a source checkout."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("tuner")
+    except metadata.PackageNotFoundError:
+        import re
+
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
+        try:
+            with open(path) as fh:
+                found = re.search(r'^version\s*=\s*"([^"]+)"', fh.read(), re.M)
+        except OSError:
+            found = None
+        return found.group(1) if found else "unknown"

@@ -95,6 +95,20 @@ def test_version():
     assert p.returncode == 0 and p.stdout.startswith("tuner ") and p.stdout.split()[1][0].isdigit(), p
 
 
+@pytest.mark.ray  # a `python -m tuner` subprocess
+def test_a_reader_that_leaves_early_is_not_an_error():
+    """`tuner show x.yaml | head -1`: a closed pipe ends tuner quietly (141, as `yes | head`). The
+    reading end is closed before tuner starts, so its first write meets the closed pipe."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        p = subprocess.run([sys.executable, "-m", "tuner", "show", str(REPO / "search_spaces/sasrec.yaml")],
+                           stdout=write, stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=60)
+    finally:
+        os.close(write)
+    assert p.returncode == 141 and "error" not in p.stderr, p.stderr
+
+
 def _trial(tid, status, epoch=None, config=None, stop_reason=None):
     last = {} if epoch is None else {"epoch": epoch, **({"stop_reason": stop_reason} if stop_reason else {})}
     return SimpleNamespace(trial_id=tid, status=status, last_result=last, config=config or {})
