@@ -134,8 +134,8 @@ def table_rows(r: dict) -> list[str]:
     out = []
     for i, row in enumerate(rows):
         p = " / ".join("–" if x != x else f"{x:.2g}" for x in (row.p_t, row.p_wilcoxon, row.p_sign))
-        head = (f"| {r['name']} | {r['dataset']} | {row.n} | {c.a.name} {lrs['A']['lr']:.2g} · {c.b.name} "
-                f"{lrs['B']['lr']:.2g} |") if i == 0 else "| | | | |"
+        head = (f"| {r['name']} | {r['dataset']} | {row.n} | {c.a.name} {lrs['A']['lr']:.3g} · {c.b.name} "
+                f"{lrs['B']['lr']:.3g} |") if i == 0 else "| | | | |"
         out.append(f"{head} {row.metric} | {row.mean_a:.4g} | {row.mean_b:.4g} | {_g(row.diff)} "
                    f"[{_g(row.ci_low)}, {_g(row.ci_high)}] | {p} | {row.verdict} | "
                    + (f"{r['wall']:.0f} s (lr search {lrs['A']['seconds'] + lrs['B']['seconds']:.0f} s) |"
@@ -181,7 +181,9 @@ def write_doc(path: str, results: list[dict], load: str) -> None:
             f"[claims]` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, shared; `uptime` load at the "
             f"start: {load}). Each side first gets its own learning rate ({LR_TRIALS} Optuna-TPE trials over "
             f"lr, log-uniform in the base spec's range, best validation metric); then {SEEDS} seeds per side "
-            f"with early stopping (patience {PATIENCE}) under an epoch cap; test metrics from each run's "
+            f"with early stopping (patience {PATIENCE}) under an epoch cap (UCI {CAP['fusion_classifier']}, "
+            f"Beauty {CAP_RECS}; lr-search trials {SEARCH_EPOCHS['fusion_classifier']} / {SEARCH_EPOCHS_RECS} "
+            f"epochs); test metrics from each run's "
             f"best-validation checkpoint; B - A with a 95% paired t-interval. Seed 004 runs on the UCI "
             f"Multiple Features digits made imbalanced (benchmarks/uci_mfeat.py); the recommender claims "
             f"run on Amazon Beauty, hours of CPU here, so only their --smoke-test has run so far.\n\n"
