@@ -19,7 +19,8 @@ def fake(name, diff):
     lr = {"lr": 0.003, "seconds": 40.0, "trials": 6, "epochs": 30, "best_val": 0.9, "metric": "val_macro_f1"}
     claim = NS(claim="a claim", seeds=5, patience=10, a=NS(name="mse"), b=NS(name="sl1"))
     return {"name": name, "dataset": "UCI", "data": "uci-mfeat", "claim": claim, "lrs": {"A": lr, "B": lr},
-            "cap": 60, "result": NS(rows=[row], markdown="TABLE"), "wall": 300.0}
+            "cap": 60, "wall": 300.0,
+            "result": NS(rows=[row], markdown="| metric | N |\n|---|---:|\n| test_macro_f1 (max) | 5 |")}
 
 
 def test_real_section_on_top_and_merged(tmp_path):
@@ -32,6 +33,8 @@ def test_real_section_on_top_and_merged(tmp_path):
     assert text.index(claims_real.END) < text.index("# The seeds' claims, measured")
     assert text.count("| 004_a |") == 1 and text.count("| 004_b |") == 1 and "| +0.0500 [" in text and "| +0.0300 [" not in text
     assert text.count("### 004_a on UCI") == 1 and text.count("### 004_b on UCI") == 1
+    summary = text.split("\n### ", 1)[0]  # a claim's own table stays in its section, out of the summary
+    assert "| metric | N |" not in summary and "| test_macro_f1 (max) |" not in summary
 
 
 def test_unknown_claim_is_one_line_exit_2():
