@@ -90,9 +90,9 @@ def connect(spec: Spec, *, uri: str, output: str, experiment: str, address: str 
     """A fresh driver checks MLflow and the run storage before anything is written and creates
     OUTPUT; a resumed one finds both in place, and picks Ray's output engine now (its restored
     RunConfig keeps its own)."""
-    if fresh:
+    if fresh:  # a resume has probed its storage already (sweep.resume: it must exist, not be created)
         tracking.check_reachable(uri)
-    storage.probe(spec.run.storage)
+        storage.probe(spec.run.storage)
     progress.quiet_libraries()
     if not fresh:
         progress.ray_verbosity(verbose)

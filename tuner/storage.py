@@ -15,7 +15,19 @@ import urllib.parse
 
 from trainables.errors import TunerError, excerpt
 
-PROBE_TIMEOUT_S = float(os.environ.get("TUNER_STORAGE_TIMEOUT", "30"))
+DEFAULT_PROBE_TIMEOUT_S = 30.0
+
+
+def probe_timeout() -> float:
+    """TUNER_STORAGE_TIMEOUT in seconds, read when used: a bad value is one line, not an import error."""
+    raw = os.environ.get("TUNER_STORAGE_TIMEOUT", "")
+    try:
+        value = float(raw) if raw else DEFAULT_PROBE_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise TunerError(f"TUNER_STORAGE_TIMEOUT={raw[:40]!r}: expected seconds in (0, 3600]")
+    return value
 
 
 def is_uri(storage: str) -> bool:
@@ -62,7 +74,7 @@ def probe(storage: str | None, key: str = "run.storage", create: bool = True) ->
     if not create and not is_uri(storage) and not os.path.isdir(resolve(storage)):
         raise TunerError(f"{key}: {excerpt(storage, 100)}: no such folder; pass --storage with the folder "
                          "or URI the sweep's state moved to")
-    problem: list[str] = []
+    timeout, problem = probe_timeout(), []
 
     def attempt() -> None:
         try:
@@ -79,8 +91,8 @@ def probe(storage: str | None, key: str = "run.storage", create: bool = True) ->
 
     t = threading.Thread(target=attempt, daemon=True)
     t.start()
-    t.join(PROBE_TIMEOUT_S)
+    t.join(timeout)
     if t.is_alive():
-        problem.append(f"no answer within {PROBE_TIMEOUT_S:g} s (TUNER_STORAGE_TIMEOUT)")
+        problem.append(f"no answer within {timeout:g} s (TUNER_STORAGE_TIMEOUT)")
     if problem:
         raise TunerError(f"{key}: cannot write to {excerpt(storage, 100)}: {problem[0]}")
