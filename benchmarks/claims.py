@@ -7,7 +7,8 @@
     python benchmarks/claims.py --real --smoke-test  # the same path on tiny budgets (CI)
 
 --real (benchmarks/claims_real.py): seed 004 on the UCI Multiple Features digits (benchmarks/uci_mfeat.py),
-the recommender claims on Amazon Beauty (skipped when ../shared/data is absent); each side first gets
+the recommender claims on Amazon Beauty and the sequence claims (003) on LastFM too (skipped when
+../shared/data is absent; `--data lastfm` runs only that one); each side first gets
 its own learning rate from a short lr-only search, then >= 5 seeds per side with early stopping. The
 result table goes to the top of docs/claims.md, above the synthetic sections.
 
@@ -31,6 +32,7 @@ import uci_mfeat  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 BEAUTY = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "s3rec", "Beauty.txt"))
+LASTFM = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "s3rec", "LastFM.txt"))
 ATTRS = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "s3rec", "Beauty_item2attributes.json"))
 
 
@@ -62,7 +64,8 @@ def real(chosen: list[str], args) -> int:
 
     try:
         results = claims_real.run_all(chosen, smoke=args.smoke_test, output=os.path.join(ROOT, "runs"),
-                                      beauty=BEAUTY, attrs=ATTRS)
+                                      data={"beauty": BEAUTY, "lastfm": LASTFM}, attrs=ATTRS,
+                                      only=tuple(args.data or ()))
     except (TunerError, uci_mfeat.PrepError) as e:
         print(f"claims.py: {e}", file=sys.stderr)
         return 2
@@ -80,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--real", action="store_true", help="run on real data (UCI mfeat / Amazon Beauty) at "
                                                         "per-side tuned learning rates")
+    ap.add_argument("--data", action="append", choices=("beauty", "lastfm", "uci"),
+                    help="--real: only this data set (repeatable; default: every one a claim has)")
     ap.add_argument("--smoke-test", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "claims.md"))
     args = ap.parse_args(argv)

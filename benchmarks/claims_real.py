@@ -3,7 +3,9 @@
 Data: seed 004's claims (fusion_classifier) run on the UCI Multiple Features digits, made
 imbalanced by benchmarks/uci_mfeat.py (754 digits, 6 views, 10 classes); every recommender claim
 runs on Amazon Beauty (../shared/data/s3rec/Beauty.txt, plus Beauty_item2attributes.json for the
-multimodal model), skipped when that file is absent.
+multimodal model), skipped when that file is absent; claims about sequence models (SEQUENCE_MODELS)
+run a second time on LastFM (../shared/data/s3rec/LastFM.txt: 1,090 users, 3,646 artists, 52,551
+listens, S3-Rec's preprocessing), a denser data set with longer histories (median 38 vs 6 items).
 
 Per claim and side: first a learning-rate search (tuner.sweep.run on the side's configuration with
 only `lr` searched, log-uniform over the base spec's own lr range, LR_TRIALS Optuna-TPE trials with
@@ -29,6 +31,7 @@ SEARCH_EPOCHS = {"fusion_classifier": 30}  # epochs of each lr-search trial; rec
 SEARCH_EPOCHS_RECS = 10
 LR_TRIALS = 6
 DEFAULT_LR = dict(low=1.0e-4, high=1.0e-2)
+SEQUENCE_MODELS = ("sasrec",)  # their claims also run on LastFM
 BEGIN, END = "<!-- real-data: begin -->", "<!-- real-data: end -->"
 
 
@@ -54,20 +57,29 @@ def moved(v, over: dict, smoke: bool):
     return compare.Variant(v.name, specmod.smoke(spec) if smoke else spec)
 
 
-def data_of(claim, manifest: str | None, beauty: str, attrs: str) -> tuple[str, dict] | None:
-    """(label, data overrides) of a claim's real data set; None when that data is absent."""
+def datasets_of(claim, manifest: str | None, files: dict, attrs: str) -> list[tuple[str, dict]]:
+    """[(label, data overrides)] of a claim's real data sets; absent files are left out.
+
+    files: {"beauty": path, "lastfm": path}."""
     if claim.a.spec.model == "fusion_classifier":
-        return "UCI mfeat, imbalanced", {"data.source": "file", "data.path": manifest}
-    if not os.path.isfile(beauty):
-        return None
-    over = {"data.source": "file", "data.path": beauty}
-    if claim.a.spec.model == "multimodal":
-        over["data.item_attributes"] = attrs
-    return "Amazon Beauty", over
+        return [("UCI mfeat, imbalanced", {"data.source": "file", "data.path": manifest})]
+    out = []
+    if os.path.isfile(files["beauty"]):
+        over = {"data.source": "file", "data.path": files["beauty"]}
+        if claim.a.spec.model == "multimodal":
+            over["data.item_attributes"] = attrs
+        out.append(("Amazon Beauty", over))
+    if claim.a.spec.model in SEQUENCE_MODELS and os.path.isfile(files.get("lastfm") or ""):
+        out.append(("LastFM", {"data.source": "file", "data.path": files["lastfm"]}))
+    return out
 
 
-def run_all(files: list[str], *, smoke: bool, output: str, beauty: str, attrs: str) -> list[dict]:
-    """Every claim file on its real data set (module docstring); prints each result as it comes."""
+def run_all(files: list[str], *, smoke: bool, output: str, data: dict, attrs: str,
+            only: tuple[str, ...] = ()) -> list[dict]:
+    """Every claim file on its real data sets (module docstring); prints each result as it comes.
+
+    data: {"beauty": path, "lastfm": path}; only: run just the data sets whose label starts with one
+    of these (case-insensitive), e.g. ("lastfm",)."""
     from tuner import compare
 
     claims = [(os.path.splitext(os.path.basename(f))[0], compare.load_claim(f, smoke=smoke)) for f in files]
@@ -78,13 +90,19 @@ def run_all(files: list[str], *, smoke: bool, output: str, beauty: str, attrs: s
         manifest = uci_mfeat.prepare(reuse=True)
     results = []
     for name, claim in claims:
-        where = data_of(claim, manifest, beauty, attrs)
-        if where is None:
-            print(f"== {name}: skipped ({beauty} absent)", flush=True)
-            continue
-        results.append(run_claim(claim, name, where[0], where[1], smoke=smoke, output=output))
-        print(details(results[-1]), flush=True)
+        where = [w for w in datasets_of(claim, manifest, data, attrs)
+                 if not only or w[0].lower().startswith(tuple(o.lower() for o in only))]
+        if not where:
+            print(f"== {name}: skipped (no real data set for it here)", flush=True)
+        for label, over in where:
+            results.append(run_claim(claim, name, label, over, smoke=smoke, output=output))
+            print(details(results[-1]), flush=True)
     return results
+
+
+def slug(path: str | None) -> str:
+    """'Beauty' for ../shared/data/s3rec/Beauty.txt: tells the sweeps of one claim on two data sets apart."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", os.path.splitext(os.path.basename(path or "data"))[0]).strip("-")
 
 
 def tune_lr(v, side: str, title: str, *, smoke: bool, output: str) -> dict:
@@ -95,7 +113,7 @@ def tune_lr(v, side: str, title: str, *, smoke: bool, output: str) -> dict:
     fixed = {k: x for k, x in spec.fixed.items() if k != "lr"}
     epochs = 2 if smoke else SEARCH_EPOCHS.get(spec.model, SEARCH_EPOCHS_RECS)
     trials = 2 if smoke else LR_TRIALS
-    spec = spec.replace(name=f"{title}-lr-{side}", fixed={**fixed, "epochs": epochs}, space=(lr_param(spec),),
+    spec = spec.replace(name=f"{title}-lr-{side}-{slug(spec.data.path)}", fixed={**fixed, "epochs": epochs}, space=(lr_param(spec),),
                         search=dataclasses.replace(spec.search, samples=trials, algo="tpe", seed=0),
                         scheduler=dataclasses.replace(spec.scheduler, type="fifo"))
     t0 = time.time()
@@ -162,19 +180,20 @@ def write_doc(path: str, results: list[dict], load: str) -> None:
     old = open(path).read() if os.path.exists(path) else ""
     kept_rows: list[str] = []
     kept_details: list[str] = []
-    names = {r["name"] for r in results}
+    keys = {(r["name"], r["dataset"]) for r in results}  # a claim is re-run per data set
     if BEGIN in old and END in old:
         block = old[old.index(BEGIN):old.index(END)]
         summary = block.split("\n### ", 1)[0]  # the summary table only: each claim's own table follows it
         rows = [ln for ln in summary.splitlines() if ln.startswith("| ") and not ln.startswith("| claim |")]
         keep = False
         for ln in rows:
-            first = ln.split("|")[1].strip()
-            keep = (first not in names) if first else keep
+            cells = [c.strip() for c in ln.split("|")]
+            keep = ((cells[1], cells[2]) not in keys) if cells[1] else keep  # continuation rows follow their head
             if keep:
                 kept_rows.append(ln)
+        heads = {f"### {n} on {d}" for n, d in keys}
         kept_details = [d.rstrip("\n") + "\n" for d in re.split(r"(?m)^(?=### )", block)
-                        if d.startswith("### ") and d.split()[1] not in names]
+                        if d.startswith("### ") and d.splitlines()[0].strip() not in heads]
         old = (old[:old.index(BEGIN)] + old[old.index(END) + len(END):]).lstrip("\n")
     rows = kept_rows + [ln for r in results for ln in table_rows(r)]
     dets = kept_details + [details(r) for r in results]
@@ -183,11 +202,12 @@ def write_doc(path: str, results: list[dict], load: str) -> None:
             f"start of the latest run: {load}). Each side first gets its own learning rate ({LR_TRIALS} Optuna-TPE trials over "
             f"lr, log-uniform in the base spec's range, best validation metric); then {SEEDS} seeds per side "
             f"with early stopping (patience {PATIENCE}) under an epoch cap (UCI {CAP['fusion_classifier']}, "
-            f"Beauty {CAP_RECS}; lr-search trials {SEARCH_EPOCHS['fusion_classifier']} / {SEARCH_EPOCHS_RECS} "
+            f"recommenders {CAP_RECS}; lr-search trials {SEARCH_EPOCHS['fusion_classifier']} / {SEARCH_EPOCHS_RECS} "
             f"epochs); test metrics from each run's "
             f"best-validation checkpoint; B - A with a 95% paired t-interval. Seed 004 runs on the UCI "
             f"Multiple Features digits made imbalanced (benchmarks/uci_mfeat.py); the recommender claims "
-            f"run on Amazon Beauty (hours of CPU here: the table lists the claims run so far).\n\n"
+            f"run on Amazon Beauty, and the sequence claims (seed 003) on LastFM too (hours of CPU here: "
+            f"the table lists the claims run so far).\n\n"
             f"{HEADER}" + "\n".join(rows) + "\n\n" + "\n".join(dets) + f"\n{END}\n\n")
     with open(path, "w") as fh:
         fh.write(body + old)

@@ -41,3 +41,31 @@ def test_unknown_claim_is_one_line_exit_2():
     p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "claims.py"), "--real", "999_nope"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "999_nope" in p.stderr
+
+
+def test_one_claim_on_two_data_sets_keeps_a_row_each(tmp_path):
+    doc = tmp_path / "claims.md"
+    beauty, lastfm = fake("003_a", 0.02), {**fake("003_a", 0.04), "dataset": "LastFM"}
+    claims_real.write_doc(str(doc), [beauty, lastfm], "1.0")
+    claims_real.write_doc(str(doc), [{**fake("003_a", 0.07), "dataset": "LastFM"}], "1.0")  # LastFM again
+    text = doc.read_text()
+    assert text.count("| 003_a | UCI |") == 1 and text.count("| 003_a | LastFM |") == 1
+    assert "| +0.0200 [" in text and "| +0.0700 [" in text and "| +0.0400 [" not in text
+    assert text.count("### 003_a on UCI") == 1 and text.count("### 003_a on LastFM") == 1
+
+
+def test_sequence_claims_get_lastfm_others_do_not(tmp_path):
+    beauty, lastfm = tmp_path / "Beauty.txt", tmp_path / "LastFM.txt"
+    files = {"beauty": str(beauty), "lastfm": str(lastfm)}
+
+    def claim(model):
+        return NS(a=NS(spec=NS(model=model)))
+
+    assert claims_real.datasets_of(claim("sasrec"), None, files, "attrs") == []  # neither file exists
+    beauty.write_text("1 1 2 3\n")
+    lastfm.write_text("1 1 2 3\n")
+    assert [d for d, _ in claims_real.datasets_of(claim("sasrec"), None, files, "attrs")] == ["Amazon Beauty", "LastFM"]
+    assert [d for d, _ in claims_real.datasets_of(claim("two_tower"), None, files, "attrs")] == ["Amazon Beauty"]
+    (label, over), = claims_real.datasets_of(claim("multimodal"), None, files, "attrs")
+    assert over["data.item_attributes"] == "attrs" and over["data.path"] == str(beauty)
+    assert claims_real.slug("../shared/data/s3rec/LastFM.txt") == "LastFM"

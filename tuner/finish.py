@@ -75,7 +75,7 @@ def complete(ctx, searcher, results: list, table: pd.DataFrame, runs_cb, epochs_
     best_val = {k: float(v) for k, v in metrics.items() if str(k).startswith("val_") and isinstance(v, (int, float))}
     best_val["epoch"] = float(metrics.get("epoch", 0))
     test = evaluate_state(spec, best_config, ctx.data, state, "test")
-    wall = time.time() - ctx.t_start
+    wall = ctx.wall()
     with open(os.path.join(ctx.sweep_dir, "best_config.yaml"), "w") as fh:
         fh.write(best_config_yaml(spec, best_config, int(best_val["epoch"]), epochs_of(best_config)))
     summary = {**outcome.base_summary(ctx, table, "completed"), "best_config": best_config,

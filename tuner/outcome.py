@@ -92,7 +92,7 @@ def base_summary(ctx, table: pd.DataFrame, status: str) -> dict[str, Any]:
                for _, r in table.iterrows()}
     return {
         "status": status, "spec": os.path.abspath(ctx.spec.path), "dataset": ctx.data.name,
-        "wall_seconds": time.time() - ctx.t_start, "trials": len(table),
+        "wall_seconds": ctx.wall(), "trials": len(table),
         "status_counts": table["status"].value_counts().to_dict() if len(table) else {},
         "reasons": reasons, "popularity": ctx.base,
         "tracking_uri": tracking.redact(ctx.uri), "parent_run_id": ctx.pid,

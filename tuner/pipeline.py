@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -77,6 +78,11 @@ class Context:
     base: dict
     t_start: float
     resumed: bool = False
+    wall_before: float = 0.0  # seconds the sweep ran before this resume (earlier summary.json's wall_seconds)
+
+    def wall(self) -> float:
+        """The sweep's wall time over every run and resume of it, in seconds (idle gaps between them excluded)."""
+        return self.wall_before + time.time() - self.t_start
 
 
 def start_ray(spec: Spec, address: str | None, verbose: int) -> None:

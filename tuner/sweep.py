@@ -214,8 +214,19 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1,
     if where is not None and isinstance(scheduler, Rebase):  # trials created from now on: storage as it is now
         scheduler.target = storage.location(spec.run.storage, sweep_dir)
     ctx = pipeline.Context(spec, data, meta["output"], os.path.abspath(sweep_dir), session.uri, session.client,
-                           session.exp_id, pid, base, t_start, resumed=True)
+                           session.exp_id, pid, base, t_start, resumed=True, wall_before=_wall_before(sweep_dir))
     return spec, pipeline.execute(ctx, tuner, epochs_counter(spec))
+
+
+def _wall_before(sweep_dir: str) -> float:
+    """Wall seconds of the sweep's earlier runs: the summary.json each of them wrote when it ended
+    (interrupted or not) carries the total so far; 0 when none did (a killed driver writes none)."""
+    try:
+        with open(os.path.join(sweep_dir, "summary.json")) as fh:
+            wall = json.load(fh).get("wall_seconds")
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    return float(wall) if isinstance(wall, (int, float)) and wall >= 0 else 0.0
 
 
 def report(spec: Spec, res: SweepResult, top: int = 5, compact: bool = False) -> str:

@@ -116,3 +116,19 @@ def test_every_adapter_function_is_exercised_here():
         body = fh.read().split("def test_every_adapter_function_is_exercised_here")[0]
     assert own and [n for n in own if f"raycompat.{n}(" not in body] == []
     assert all("Checked against" in (getattr(raycompat, n).__doc__ or "") for n in own)
+
+
+def test_a_resumed_sweep_counts_the_wall_time_of_its_earlier_runs(tmp_path):
+    """summary.json's wall_seconds is the sweep's total over every run and resume of it."""
+    import json
+    import time
+
+    from tuner import pipeline, sweep
+
+    assert sweep._wall_before(str(tmp_path)) == 0.0  # no earlier run wrote a summary (or it was killed)
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "interrupted", "wall_seconds": 120.5}))
+    assert sweep._wall_before(str(tmp_path)) == 120.5
+    (tmp_path / "summary.json").write_text("{not json")
+    assert sweep._wall_before(str(tmp_path)) == 0.0
+    ctx = pipeline.Context(*[None] * 9, t_start=time.time() - 3.0, resumed=True, wall_before=120.5)
+    assert 123.4 < ctx.wall() < 130

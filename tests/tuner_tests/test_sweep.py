@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import time
 
 import faultkit
 import optuna
@@ -234,11 +235,17 @@ def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
     assert done_before
 
     assert not os.path.exists(os.path.join(sweep_dir, "ray"))  # the state is in run.storage
+    wall_first = json.load(open(os.path.join(sweep_dir, "summary.json")))["wall_seconds"]
+    assert wall_first > 0
     os.rename(tmp_path / "store", tmp_path / "moved")
     p = run_cli("resume", sweep_dir, "--quiet", cwd=tmp_path)
     assert p.returncode == 2 and "pass --storage" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    t0 = time.time()
     p = run_cli("resume", sweep_dir, "--storage", str(tmp_path / "moved"), "--quiet", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
+    # the sweep's wall time adds up its runs: the first one's, then this resume's (not the gap between)
+    wall = json.load(open(os.path.join(sweep_dir, "summary.json")))["wall_seconds"]
+    assert wall_first + 1 < wall <= wall_first + (time.time() - t0), (wall_first, wall)
     name = os.path.basename(sweep_dir)
     kept = [d for d, _, files in os.walk(tmp_path / "moved" / name) if "state.pt" in files]
     assert kept and not [d for d, _, files in os.walk(out) if "state.pt" in files]
