@@ -61,6 +61,14 @@ class SearchSpec:
     concurrency: int = bounded(2, low=1, high=1024)
     seed: int = bounded(0, low=0, high=MAX_SEED)
     algo: Literal["tpe", "random"] = "tpe"
+    # Optuna's TPESampler options (algo tpe only; names as Optuna's): random trials before TPE
+    # models (the warm-up phase), a joint density over the knobs instead of one per knob, that
+    # joint density per group of knobs that occur together (conditional `when` spaces), and
+    # running trials counted as if they had scored worst (so parallel workers do not propose the same)
+    n_startup_trials: int = bounded(10, low=0, high=100_000)
+    multivariate: bool = False
+    group: bool = False
+    constant_liar: bool = False
     study_name: str | None = text(None, max_len=200)
     # Optuna's RDB storage (sqlite:///..., postgresql://user@host/db, mysql://...); default: optuna.db
     # beside mlflow.db. A shared database lets several drivers sweep at once and one dashboard read

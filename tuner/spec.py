@@ -315,6 +315,22 @@ def _cast_or_keep(value: Any, tp: Any) -> Any:
         return value
 
 
+TPE_KNOBS = ("n_startup_trials", "multivariate", "group", "constant_liar")  # SearchSpec fields TPESampler reads
+
+
+def _check_tpe(spec: Spec, line_of) -> None:
+    """TPE's options only with algo tpe (a value that did nothing is never logged); group needs multivariate."""
+    default = SearchSpec()
+    for knob in TPE_KNOBS:
+        if spec.search.algo != "tpe" and getattr(spec.search, knob) != getattr(default, knob):
+            key = f"search.{knob}"
+            raise TunerError(f"{where(spec.path, key, line_of(key))}: a TPE option; algo is {spec.search.algo}")
+    if spec.search.group and not spec.search.multivariate:
+        key = "search.group"
+        raise TunerError(f"{where(spec.path, key, line_of(key))}: group needs multivariate: true (Optuna's TPE "
+                         "groups the joint density of multivariate TPE)")
+
+
 def _check_cross(spec: Spec, line_of) -> None:
     path = spec.path
     names = {p.name for p in spec.space}
@@ -352,6 +368,7 @@ def _check_cross(spec: Spec, line_of) -> None:
         # hold every slot while waiting for trials it never starts (and the trials would be identical anyway)
         raise TunerError(f"{where(path, 'scheduler.type', line_of('scheduler.type'))}: asha_promote compares the "
                          "configs of a searched space; this spec has no `space` (use asha or fifo)")
+    _check_tpe(spec, line_of)
     if spec.search.algo == "tpe" and not names and spec.search.samples > 1:
         pass  # no search space: the sweep repeats the fixed config (e.g. a best-config file)
     # the model's own cross-field checks (e.g. loss x similarity combinations) on the default point

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from typing import Any, Mapping
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -79,8 +80,13 @@ def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):
     """(searcher or None, search_alg or None, param_space) for the spec."""
     if not spec.space:
         return None, None, dict(spec.fixed)
-    sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.algo == "tpe"
-               else optuna.samplers.RandomSampler(seed=spec.search.seed))
+    s = spec.search
+    with warnings.catch_warnings():  # multivariate, group, constant_liar: "experimental" in Optuna since 2.x
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = (optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials,
+                                              multivariate=s.multivariate, group=s.group,
+                                              constant_liar=s.constant_liar) if s.algo == "tpe"
+                   else optuna.samplers.RandomSampler(seed=s.seed))
     searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name, mode=spec.metric.mode,
                                        sampler=sampler, epochs_of=epochs_counter(spec),
                                        study_name=study_name, storage=optuna_storage(spec, output), owner=owner)
@@ -152,6 +158,7 @@ def _log_parent(client, pid: str, spec: Spec, dataset: str, base: Mapping[str, M
     client.log_batch(pid, params=[Param(k, str(v)[:500]) for k, v in {
         "model": spec.model, "metric": spec.metric.name, "mode": spec.metric.mode,
         "samples": spec.search.samples, "concurrency": spec.search.concurrency, "algo": spec.search.algo,
+        **({f"tpe.{k}": getattr(spec.search, k) for k in specmod.TPE_KNOBS} if spec.search.algo == "tpe" else {}),
         "scheduler": spec.scheduler.type, "grace_period": spec.scheduler.grace_period,
         "reduction_factor": spec.scheduler.reduction_factor, "max_epochs": spec.max_epochs(),
         "dataset": dataset, "searched": ",".join(p.name for p in spec.space) or "-",

@@ -135,6 +135,10 @@ SPEC = [
     ("seed-1.0e23", "model: bpr_mf\nsearch: {seed: 1.0e23}\n", "search.seed"),
     ("seed-2-pow-32", mut("search.seed", 2**32), "search.seed"),
     ("algo-grid", mut("search.algo", "grid"), "search.algo"),
+    ("tpe-option-with-random", mut("search", {"algo": "random", "multivariate": True}), "search.multivariate"),
+    ("tpe-group-alone", mut("search", {"group": True}), "search.group"),
+    ("tpe-startup-negative", mut("search.n_startup_trials", -1), "search.n_startup_trials"),
+    ("tpe-liar-string", mut("search.constant_liar", "yes"), "search.constant_liar"),
     ("study-name-300", mut("search.study_name", "s" * 300), "search.study_name"),
     ("study-name-int", mut("search.study_name", 7), "search.study_name"),
     # --- data

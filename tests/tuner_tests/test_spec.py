@@ -257,3 +257,18 @@ def test_a_storage_password_never_reaches_the_error_line(tmp_path):
     path.write_text("model: bpr_mf\nsearch: {storage: 'postgresql://u:SECRET@127.0.0.1:99999/db'}\n")
     msg = raises_tuner_error(S.load, str(path))
     assert "search.storage" in msg and "SECRET" not in msg and "***@" in msg
+
+
+def test_tpe_options_reach_optunas_sampler(tmp_path):
+    from tuner import sweep
+
+    body = {"name": "t", "model": "bpr_mf", "fixed": {"epochs": 2},
+            "space": {"lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True}},
+            "search": {"samples": 4, "n_startup_trials": 3, "multivariate": True, "group": True, "constant_liar": True}}
+    spec = S.load(write(tmp_path, "spec.yaml", yaml.safe_dump(body)))
+    searcher, _, _ = sweep._search(spec, str(tmp_path), "t")
+    sampler = searcher._sampler
+    assert (sampler._n_startup_trials, sampler._multivariate, sampler._group, sampler._constant_liar) == (3, True, True, True)
+    plain = S.load(write(tmp_path, "plain.yaml", yaml.safe_dump({**body, "search": {"samples": 4}})))
+    sampler = sweep._search(plain, str(tmp_path), "t")[0]._sampler
+    assert (sampler._n_startup_trials, sampler._multivariate, sampler._group) == (10, False, False)  # Optuna's defaults
