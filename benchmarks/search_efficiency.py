@@ -3,6 +3,8 @@
     python benchmarks/search_efficiency.py                # 3 repeats on ../shared/data/s3rec/Beauty.txt (hours)
     python benchmarks/search_efficiency.py --repeats 1    # one repeat: ~110 + 320 trial-epochs on Beauty
     python benchmarks/search_efficiency.py --smoke-test   # under a minute: small synthetic data, 4 trials x 3 epochs
+    python benchmarks/search_efficiency.py --repeats 5 --samples 48 --set search.multivariate=true \
+        --set search.group=true --tag _mvtpe48           # a TPE variant, written beside the main result
 
 Target (issue): ASHA + TPE with the default bpr.yaml budget reaches >= 98% of the best validation
 NDCG@10 found by random search over the same number of configs run to full length, while spending
@@ -54,6 +56,12 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke-test", action="store_true", help="500 users of the spec's synthetic data, 4 trials x 3 epochs, 1 repeat")
     ap.add_argument("--reuse-random", metavar="JSON", help="take each repeat's random search (which the ASHA "
                     "settings do not affect) from this earlier JSON instead of running it again")
+    ap.add_argument("--samples", type=int, help="trials per sweep, both arms (default: bpr.yaml's 16)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a spec override for the ASHA + TPE arm only, as `tuner run --set` (repeatable), e.g. "
+                         "search.multivariate=true search.group=true search.n_startup_trials=8")
+    ap.add_argument("--tag", default="", help="appended to the output names (search_efficiency<tag>.json), "
+                                              "so a variant does not overwrite the main result")
     ap.add_argument("--replay", metavar="JSON", help="no sweeps: replay ASHA schedules on the random searches' "
                     "full-length curves stored in JSON and print what each would have kept and spent")
     args = ap.parse_args(argv)
@@ -67,19 +75,29 @@ def main(argv=None) -> int:
     from tuner import cluster
 
     repeats = 1 if args.smoke_test else args.repeats
+    from trainables.errors import TunerError
+    from tuner import spec as specmod
+
+    both = {"search.samples": args.samples} if args.samples is not None else {}
+    try:
+        args.overrides = overrides_of(args.set)
+        specmod.load(SPEC, {**both, **args.overrides})  # a bad key or value: one line before Ray starts
+    except (ValueError, TunerError) as e:
+        print(f"benchmarks/search_efficiency.py: {'--set ' if isinstance(e, ValueError) else ''}{e}", file=sys.stderr)
+        return 2
     reused = random_arms(args.reuse_random) if args.reuse_random else {}
     load_start = os.getloadavg()
     cluster.start(None, 0)  # once, so neither sweep's wall time includes Ray's start
     rows = []
     with tempfile.TemporaryDirectory(prefix="search_efficiency-") as tmp:
         for r in range(args.first_repeat, args.first_repeat + repeats):
-            asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r})
+            asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r, **both, **args.overrides})
             rand = reused.get(r) or run_sweep(args, tmp, {"name": f"random-r{r}", "search.seed": r, "search.algo": "random",
-                                                          "scheduler.type": "fifo", "diagnose.enabled": False})
+                                                          "scheduler.type": "fifo", "diagnose.enabled": False, **both})
             rows.append(compare(r, asha, rand))
             print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith(("trials", "curves"))}, default=str), flush=True)
 
-    stem = os.path.join(args.output, "search_efficiency" + ("_smoke" if args.smoke_test else ""))
+    stem = os.path.join(args.output, "search_efficiency" + args.tag + ("_smoke" if args.smoke_test else ""))
     if args.first_repeat and os.path.isfile(stem + ".json"):  # keep the earlier repeats' rows
         with open(stem + ".json") as fh:
             kept = [row for row in json.load(fh)["rows"] if row["repeat"] < args.first_repeat]
@@ -92,6 +110,19 @@ def main(argv=None) -> int:
         fh.write(markdown(record))
     print(markdown(record))
     return 0
+
+
+def overrides_of(pairs: list[str]) -> dict:
+    """['search.multivariate=true', ...] -> {'search.multivariate': True, ...} (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"{pair!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def run_sweep(args, tmp: str, overrides: dict) -> dict:
@@ -273,11 +304,13 @@ def summarize(rows: list[dict], args, load_start) -> dict:
     return {
         "benchmark": "search_efficiency", "smoke_test": args.smoke_test,
         "data": "bpr.yaml's synthetic generator, 500 users x 200 items" if args.smoke_test else os.path.relpath(os.path.abspath(args.data), ROOT),
-        "spec": "search_spaces/bpr.yaml", "scheduler": scheduler_of_spec(),
+        "spec": "search_spaces/bpr.yaml", "scheduler": scheduler_of_spec(), "asha_overrides": args.overrides,
         "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
         "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {args.repeats}")
                    + (f" --first-repeat {args.first_repeat}" if args.first_repeat else "")
                    + (f" --reuse-random {args.reuse_random}" if args.reuse_random else "")
+                   + (f" --samples {args.samples}" if args.samples is not None else "")
+                   + "".join(f" --set {s}" for s in args.set) + (f" --tag {args.tag}" if args.tag else "")
                    + (f" (merged with the earlier JSON's repeats 0-{args.first_repeat - 1})" if args.first_repeat else ""),
         "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "rows": rows, "summary": summary,
@@ -309,7 +342,9 @@ def markdown(rec: dict) -> str:
         "",
         f"Command: `{rec['command']}` ({rec['cpu_count']} cores; load average at start "
         f"{rec['loadavg_start'][0]:.2f}, at end {rec['loadavg_end'][0]:.2f}). Scheduler: "
-        f"{rec.get('scheduler', 'not recorded')}. Best = best validation NDCG@10 over "
+        f"{rec.get('scheduler', 'not recorded')}"
+        + (f"; ASHA+TPE arm also: {', '.join(f'{k}={v}' for k, v in rec['asha_overrides'].items())}"
+           if rec.get("asha_overrides") else "") + ". Best = best validation NDCG@10 over "
         "all trials and epochs; epochs = trial-epochs spent (sum of epochs_run).",
         "",
         "| repeat | ASHA+TPE best | random best | ratio (>= 0.98) | ASHA epochs | random epochs | fraction (<= 0.35) "

@@ -58,3 +58,13 @@ def test_promote_replay_uses_the_schedulers_promotion_rule():
     curves = [[1, 2, 3, 4], [0, 0, 0, 5], [2, 3, 4, 5]]
     assert se.promote_replay(curves, grace=1, eta=2, workers=1) == (5, 7)
     assert se.promote_replay(curves, grace=4, eta=2, workers=2) == (5, 12)  # no rung: every trial runs to the end
+
+
+def test_search_efficiency_set_reads_values_as_yaml_and_refuses_a_bare_key():
+    import pytest
+    import search_efficiency as se
+
+    assert se.overrides_of(["search.multivariate=true", "search.n_startup_trials=8", "scheduler.type=asha"]) == {
+        "search.multivariate": True, "search.n_startup_trials": 8, "scheduler.type": "asha"}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        se.overrides_of(["search.group"])
