@@ -9,9 +9,10 @@ listens, S3-Rec's preprocessing), a denser data set with longer histories (media
 
 Per claim and side: first a learning-rate search (tuner.sweep.run on the side's configuration with
 only `lr` searched, log-uniform over the base spec's own lr range, LR_TRIALS Optuna-TPE trials with
-a fixed seed, FIFO, the spec's validation metric, SEARCH_EPOCHS epochs each); then the side's best
-lr is fixed and `tuner.compare.run` runs SEEDS seeds per side with early stopping (PATIENCE epochs
-without improvement of the validation metric) under an epoch cap (CAP). The recommender claims on
+a fixed seed, FIFO, the spec's validation metric, the data set's Budget.search_epochs each); then the
+side's best lr is fixed and `tuner.compare.run` runs SEEDS seeds per side with early stopping
+(Budget.patience epochs without improvement of the validation metric) under an epoch cap
+(Budget.cap). The recommender claims on
 Beauty are hours of CPU on a 2-core machine; they are built here but run in CI only with
 --smoke-test (2 seeds, 2 epochs, 2 lr candidates, 300 Beauty users).
 """
@@ -24,11 +25,21 @@ import re
 import time
 
 SEEDS = 5
-PATIENCE = 10
-CAP = {"fusion_classifier": 60}  # epoch cap of the compare runs; recommenders: CAP_RECS
-CAP_RECS = 30
-SEARCH_EPOCHS = {"fusion_classifier": 30}  # epochs of each lr-search trial; recommenders: SEARCH_EPOCHS_RECS
-SEARCH_EPOCHS_RECS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    search_epochs: int  # epochs of each lr-search trial
+    cap: int  # epoch cap of each compare run
+    patience: int  # epochs without a validation gain before a compare run stops
+
+
+# per data set (the labels of datasets_of). An epoch is one pass over the users: Beauty's 22,363 users
+# make 88 steps of 256, LastFM's 1,090 only 9, so LastFM gets more epochs and more patience (its
+# validation metric, over 1,090 users, is noisier).
+BUDGETS = {"UCI mfeat, imbalanced": Budget(30, 60, 10), "Amazon Beauty": Budget(10, 30, 10),
+           "LastFM": Budget(50, 200, 20)}
+SMOKE = Budget(2, 2, 1)
 LR_TRIALS = 6
 DEFAULT_LR = dict(low=1.0e-4, high=1.0e-2)
 SEQUENCE_MODELS = ("sasrec",)  # their claims also run on LastFM
@@ -105,14 +116,14 @@ def slug(path: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", os.path.splitext(os.path.basename(path or "data"))[0]).strip("-")
 
 
-def tune_lr(v, side: str, title: str, *, smoke: bool, output: str) -> dict:
+def tune_lr(v, side: str, title: str, budget: Budget, *, output: str) -> dict:
     """A sweep over lr only, on validation; returns {lr, seconds, trials, best_val}."""
     from tuner import sweep
 
     spec = v.spec
     fixed = {k: x for k, x in spec.fixed.items() if k != "lr"}
-    epochs = 2 if smoke else SEARCH_EPOCHS.get(spec.model, SEARCH_EPOCHS_RECS)
-    trials = 2 if smoke else LR_TRIALS
+    epochs = budget.search_epochs
+    trials = 2 if budget == SMOKE else LR_TRIALS
     spec = spec.replace(name=f"{title}-lr-{side}-{slug(spec.data.path)}", fixed={**fixed, "epochs": epochs}, space=(lr_param(spec),),
                         search=dataclasses.replace(spec.search, samples=trials, algo="tpe", seed=0),
                         scheduler=dataclasses.replace(spec.scheduler, type="fifo"))
@@ -128,15 +139,16 @@ def run_claim(claim, title: str, dataset: str, over: dict, *, smoke: bool, outpu
 
     t0 = time.time()
     a, b = moved(claim.a, over, smoke), moved(claim.b, over, smoke)
-    lrs = {"A": tune_lr(a, "A", title, smoke=smoke, output=output),
-           "B": tune_lr(b, "B", title, smoke=smoke, output=output)}
-    cap = 2 if smoke else CAP.get(a.spec.model, CAP_RECS)
+    budget = SMOKE if smoke else BUDGETS[dataset]
+    lrs = {"A": tune_lr(a, "A", title, budget, output=output),
+           "B": tune_lr(b, "B", title, budget, output=output)}
+    cap = budget.cap
 
     def fix(v, side):
         return dataclasses.replace(v, spec=v.spec.replace(fixed={**v.spec.fixed, "lr": lrs[side]["lr"], "epochs": cap}))
 
     real = dataclasses.replace(claim, a=fix(a, "A"), b=fix(b, "B"), seeds=2 if smoke else SEEDS,
-                               patience=1 if smoke else PATIENCE)
+                               patience=budget.patience)
     res = compare.run(real, output=output, verbose=0)
     return {"name": title, "dataset": dataset, "data": res.extra["dataset"], "claim": real, "lrs": lrs, "cap": cap,
             "result": res, "wall": time.time() - t0}
@@ -201,9 +213,9 @@ def write_doc(path: str, results: list[dict], load: str) -> None:
             f"[claims]` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, shared; `uptime` load at the "
             f"start of the latest run: {load}). Each side first gets its own learning rate ({LR_TRIALS} Optuna-TPE trials over "
             f"lr, log-uniform in the base spec's range, best validation metric); then {SEEDS} seeds per side "
-            f"with early stopping (patience {PATIENCE}) under an epoch cap (UCI {CAP['fusion_classifier']}, "
-            f"recommenders {CAP_RECS}; lr-search trials {SEARCH_EPOCHS['fusion_classifier']} / {SEARCH_EPOCHS_RECS} "
-            f"epochs); test metrics from each run's "
+            f"with early stopping under an epoch cap (per data set, lr-search epochs / cap / patience: "
+            + ", ".join(f"{k.split(',')[0]} {b.search_epochs} / {b.cap} / {b.patience}" for k, b in BUDGETS.items())
+            + "); test metrics from each run's "
             f"best-validation checkpoint; B - A with a 95% paired t-interval. Seed 004 runs on the UCI "
             f"Multiple Features digits made imbalanced (benchmarks/uci_mfeat.py); the recommender claims "
             f"run on Amazon Beauty, and the sequence claims (seed 003) on LastFM too (hours of CPU here: "
