@@ -88,6 +88,7 @@ def test_fit_runs_epochs_and_reports(data, knobs):
     (dict(loss="ce", sampler="popularity"), "sampler.*no effect with loss ce"),
     (dict(loss="infonce", num_negatives=5), "num_negatives.*no effect with loss infonce"),
     (dict(loss="ce", exclude_seen=False), "exclude_seen"),
+    (dict(loss="infonce", shared_negatives=True), "shared_negatives.*no effect with loss infonce"),
     (dict(loss="bce", sampler="uniform", pop_power=0.5), "pop_power.*sampler uniform"),
     (dict(loss="bce", sampler="popularity", popular_ratio=0.5), "popular_ratio.*only mixed"),
     (dict(loss="bce", gbce_t=0.5), "gbce_t.*only gbce"),
@@ -219,3 +220,37 @@ def test_evaluate_ranks_with_the_same_scores_as_score_users(data):
     r.model.eval()
     want = M.evaluate(lambda a, b: r.score_users("valid", a, b), data.split("valid"), (5, 10), 7)
     assert r.evaluate("valid", (5, 10), 7) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_shared_negatives_mask_the_target_and_seen_items(data, exclude_seen):
+    r = recipe(data, loss="sampled_softmax", num_negatives=30, shared_negatives=True, exclude_seen=exclude_seen)
+    rows = torch.arange(20)
+    inputs, targets = r.inputs[rows], r.targets[rows]
+    mask = inputs != data.n_items
+    h, t = r.model(inputs)[mask], targets[mask]  # [P, d], [P]
+    users = rows[:, None].expand_as(mask)[mask] if exclude_seen else None
+    logits = r.shared_negative_logits(h, t, users, torch.Generator().manual_seed(3))
+    neg = r.sampler.sample(1, 30, torch.Generator().manual_seed(3))[0]  # the same single draw, [K]
+    expect = r.sim.matrix(h, r.model.item_emb(neg))
+    hit = neg[None, :] == t[:, None]
+    if exclude_seen:
+        seen = [set(data.train_items[data.train_indptr[u]:data.train_indptr[u + 1]].tolist()) for u in users.tolist()]
+        hit |= torch.tensor([[int(i) in s for i in neg] for s in seen])
+    assert hit.any() and not hit.all()  # 40 items, 30 drawn: some are every position's target or history
+    assert torch.isneginf(logits[hit]).all() and torch.equal(logits[~hit], expect[~hit])
+
+
+@pytest.mark.parametrize("loss", [n for n in LOSS_NAMES if RANKING_KIND[n] == "sampled"])
+def test_every_sampled_loss_trains_with_shared_negatives(data, loss):
+    r = recipe(data, loss=loss, num_negatives=8, shared_negatives=True)
+    rows = torch.arange(30)
+    before = fixed_batch_loss(r, rows)
+    assert torch.isfinite(before)
+    for _ in range(30):
+        r.optimizer.zero_grad()
+        loss_value = fixed_batch_loss(r, rows)
+        loss_value.backward()
+        assert all(torch.isfinite(p.grad).all() for p in r.model.parameters() if p.grad is not None)
+        r.optimizer.step()
+    assert fixed_batch_loss(r, rows) < before
