@@ -116,7 +116,8 @@ class Progress(Callback):
             self.emit(counts)
 
     def counts(self, trials: list) -> dict[str, int]:
-        c = dict.fromkeys(("running", "paused", "pending", "done", "completed", "stopped early", "errored"), 0)
+        c = dict.fromkeys(("running", "paused", "pending", "done", "completed", "stopped early", "errored",
+                           "interrupted"), 0)
         for t in trials:
             if t.status == "RUNNING":
                 c["running"] += 1
@@ -125,8 +126,9 @@ class Progress(Callback):
             elif t.status == "PENDING":
                 c["pending"] += 1
             else:
-                c["done"] += 1
-                c[self._ending(t)] += 1
+                ending = self._ending(t)
+                c[ending] += 1
+                c["done"] += ending != "interrupted"  # Ctrl+C ended it: `tuner resume` runs it on
         c["fraction"] = self._fraction(trials)
         return c
 
@@ -139,10 +141,16 @@ class Progress(Callback):
     def _ending(self, trial) -> str:
         if trial.status == "ERROR":
             return "errored"
+        final = getattr(self.runs, "final", {}).get(trial.trial_id)  # its MLflow status, set as it ended
+        if final:  # one truth with trials.csv: a trial Ctrl+C cut is interrupted, ASHA's cut stopped early
+            return {"completed": "completed", "interrupted": "interrupted", "errored": "errored"}.get(
+                final, "stopped early")
         last = trial.last_result or {}
         planned = self._planned(trial)
         ran = int(last.get("epoch", last.get("training_iteration", 0)) or 0)
-        if last.get("stop_reason") or (planned and ran < planned):
+        if last.get("stop_reason"):
+            return "stopped early"
+        if planned and ran < planned:
             return "stopped early"
         return "completed"
 
@@ -161,7 +169,7 @@ class Progress(Callback):
     def line(self, c: Mapping[str, Any]) -> str:
         """Zero counts are left out (a compact line); past 120 columns best and ETA go on a second line."""
         elapsed = time.time() - self.t0
-        live = ", ".join(f"{c[k]} {k}" for k in ("running", "paused") if c[k] or k == "running")
+        live = ", ".join(f"{c[k]} {k}" for k in ("running", "paused", "interrupted") if c[k] or k == "running")
         ends = ", ".join(f"{c[k]} {k}" for k in ("completed", "stopped early", "errored") if c[k])
         head = f"[{clock(elapsed)}] {live}, {c['done']}/{self.samples} done" + (f" ({ends})" if ends else "")
         tail = []

@@ -128,6 +128,19 @@ def test_progress_line_counts_and_best():
     assert max(map(len, line.split("\n"))) <= 120, line  # a full line wraps onto a second one
 
 
+def test_progress_line_after_ctrl_c_counts_cut_trials_as_interrupted_not_stopped():
+    """The line takes each trial's ending from the MLflow callback (as trials.csv does): one Ctrl+C cut is
+    interrupted (resume runs it on) and not done; one ASHA cut before the Ctrl+C stays stopped early."""
+    from tuner.progress import Progress
+
+    runs = SimpleNamespace(numbers={}, final={"a": "completed", "b": "stopped_early", "c": "interrupted"})
+    prog = Progress("val_ndcg_10", "max", 6, runs, lambda c: 6, interval=0.0)
+    trials = [_trial("a", "TERMINATED", 6), _trial("b", "TERMINATED", 2), _trial("c", "TERMINATED", 4),
+              _trial("d", "PAUSED", 3)]
+    line = prog.line(prog.counts(trials))
+    assert "0 running, 1 paused, 1 interrupted, 2/6 done (1 completed, 1 stopped early)" in line, line
+
+
 def test_terminal_table_fits_120_columns():
     from tuner import termtable
 
