@@ -40,6 +40,8 @@ SPEC = os.path.join(ROOT, "search_spaces", "sasrec_beauty_sweep.yaml")
 TARGET = {"test_ndcg_10": 0.055, "test_hr_10": 0.095}
 GAP = 600.0  # seconds of silence that count as "the sweep was not running"
 PATIENCE = 10
+TABLE_COLUMNS = {"trial", "trial_id", "status", "restarts", "stop_reason", "epochs_run", "best_val_ndcg_10",
+                 "last_val_ndcg_10", "error"}  # trials.csv columns that are not knobs
 CHOICES = ("loss", "hidden_units", "num_blocks", "num_heads", "maxlen", "batch_size", "norm_first")
 
 
@@ -145,8 +147,10 @@ def markdown(out: dict) -> str:
              f"{s['wall_seconds']:.0f} s of sweep wall time over every run and resume; {out['machine']}. "
              f"Spec: search_spaces/sasrec_beauty_sweep.yaml (TPE + ASHA with promotions). "
              f"Command: `{out['command']}`.", "",
-             f"Best trial: validation NDCG@10 {s['best_val']:.4f}; test (its best-validation checkpoint) "
-             f"NDCG@10 {s['test'].get('ndcg_10', float('nan')):.4f}, HR@10 {s['test'].get('hr_10', float('nan')):.4f}.",
+             (f"Best trial: validation NDCG@10 {s['best_val']:.4f}; test (its best-validation checkpoint) "
+              f"NDCG@10 {s['test']['ndcg_10']:.4f}, HR@10 {s['test']['hr_10']:.4f}." if s["test"] else
+              f"Best trial so far: validation NDCG@10 {s['best_val']:.4f} (trials.csv); no test metrics until the "
+              f"sweep ends (`tuner resume` it)."),
              "", "```yaml", *(f"{k}: {v}" for k, v in s["best_config"].items()), "```", "",
              "## Best-so-far validation NDCG@10 against sweep wall time", "", "| wall (min) | best so far |", "|---:|---:|"]
     marks, shown = out["curve"], set()
@@ -228,6 +232,8 @@ def report(args) -> int:
     for t in trials:
         t["best_val_ndcg_10"] = float(t["best_val_ndcg_10"]) if t.get("best_val_ndcg_10") else float("nan")
     points = curve(args.sweep_dir)
+    ranked = sorted((t for t in trials if t["best_val_ndcg_10"] == t["best_val_ndcg_10"]),
+                    key=lambda t: -t["best_val_ndcg_10"])
     best_yaml = os.path.join(args.sweep_dir, "best_config.yaml")
     cap = max_epochs(args.sweep_dir)
     out = {"machine": f"{os.cpu_count()} cores ({platform.machine()}), load {os.getloadavg()[0]:.1f} at the report",
@@ -238,6 +244,10 @@ def report(args) -> int:
                      "best_val": float(summary.get("best_val", {}).get("val_ndcg_10", float("nan"))),
                      "test": summary.get("test", {})},
            "curve": points, "mattered": mattered(trials)}
+    if ranked and not out["sweep"]["best_config"]:  # interrupted: no summary best yet, the table's best trial
+        top = ranked[0]
+        out["sweep"]["best_val"] = top["best_val_ndcg_10"]
+        out["sweep"]["best_config"] = {k: v for k, v in top.items() if k not in TABLE_COLUMNS and v != ""}
     if args.seeds and os.path.isfile(best_yaml):
         runs = confirm(best_yaml, args.seeds, cap, lambda m: print(m, flush=True))
         out["confirmation"] = {"cap": cap, "patience": PATIENCE, "runs": runs,
