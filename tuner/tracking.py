@@ -75,8 +75,15 @@ def connect(uri: str, experiment: str, artifact_root: str) -> tuple[MlflowClient
             client = MlflowClient(uri)
             exp = client.get_experiment_by_name(experiment)  # the first query creates/migrates the DB
             if exp is None:
-                return client, client.create_experiment(experiment, artifact_location=os.path.abspath(artifact_root),
-                                                        tags=EXPERIMENT_KIND)
+                try:
+                    return client, client.create_experiment(
+                        experiment, artifact_location=os.path.abspath(artifact_root), tags=EXPERIMENT_KIND)
+                except mlflow.exceptions.MlflowException as e:
+                    # another driver (other output folder, so not under this lock) on the same server
+                    # created it between our lookup and our create: use theirs
+                    exp = client.get_experiment_by_name(experiment)
+                    if exp is None or "ALREADY_EXISTS" not in str(e):
+                        raise
             return client, exp.experiment_id
     except Exception as e:  # any backend failure: unreachable server, bad DB path, auth
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
