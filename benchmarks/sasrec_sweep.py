@@ -129,13 +129,12 @@ def confirm(best_config_yaml: str, seeds: int, cap: int | None, log) -> list[dic
 
 def interval(xs: list[float]) -> tuple[float, float, float]:
     """(mean, low, high): the 95% Student-t interval of the mean (low = high = mean for one value)."""
-    from analysis.stats import t_quantile
+    from analysis.stats import _mean_sd, t_quantile  # the compare's own mean and sample SD
 
     n = len(xs)
-    mean = sum(xs) / n
     if n < 2:
-        return mean, mean, mean
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+        return xs[0], xs[0], xs[0]
+    mean, sd = _mean_sd(xs)
     half = t_quantile(0.975, n - 1) * sd / math.sqrt(n)
     return mean, mean - half, mean + half
 
