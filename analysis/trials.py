@@ -20,8 +20,11 @@ def trials_table(
     epochs_of: Callable[[Mapping[str, Any]], int],
     searched: tuple[str, ...] = (),
     numbers: Mapping[str, int] | None = None,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    """`results`: Ray Tune Result objects (ResultGrid iterates them)."""
+    """`results`: Ray Tune Result objects (ResultGrid iterates them). A Result's config comes from its
+    last result, which a trial restored by `tuner resume` and ended before it reported again lacks:
+    `configs` (trial id -> the trial's own config) fills it in."""
     rows = []
     for r in results:
         hist = r.metrics_dataframe
@@ -29,16 +32,17 @@ def trials_table(
         last = r.metrics or {}
         tid = last.get("trial_id") or (r.path.rsplit("_", 3)[0] if r.path else "")
         epochs_run = int(last.get("epoch", 0) or 0)
+        config = r.config or (configs or {}).get(tid) or {}
         row = {
             "trial": (numbers or {}).get(tid, 0),
             "trial_id": tid,
-            "status": status_of(r.error is not None, epochs_run, epochs_of(r.config)),
+            "status": status_of(r.error is not None, epochs_run, epochs_of(config)),
             "epochs_run": epochs_run,
             f"best_{metric}": (values.max() if mode == "max" else values.min()) if len(values) else float("nan"),
             f"last_{metric}": values.iloc[-1] if len(values) else float("nan"),
             "error": (str(r.error).strip().splitlines() or [""])[-1][:200] if r.error else "",
         }
-        row.update({k: r.config.get(k) for k in searched})
+        row.update({k: config.get(k) for k in searched})
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):

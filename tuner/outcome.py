@@ -52,7 +52,8 @@ def build_table(spec, results: list, trials: list, runs_cb, epochs_of, lost: lis
     """trials.csv: one row per trial Ray knows, plus one per lost trial, statuses as in MLflow."""
     metric, mode = spec.metric.name, spec.metric.mode
     searched = tuple(p.name for p in spec.space)
-    table = trials_table(results, metric, mode, epochs_of, searched, runs_cb.numbers)
+    table = trials_table(results, metric, mode, epochs_of, searched, runs_cb.numbers,
+                         configs={t.trial_id: t.config for t in trials})
     if not len(table):
         table = pd.DataFrame(columns=["trial", "trial_id", "status", "epochs_run", f"best_{metric}",
                                       f"last_{metric}", "error", *searched])

@@ -99,7 +99,16 @@ class Progress(Callback):
             if self.best is None or self.sign * value > self.sign * self.best[0]:
                 self.best = (float(value), trial.trial_id)
 
+    def _merge_best(self) -> None:
+        """The MLflow callback's per-trial best, which a resumed sweep reloads from MLflow: the best
+        line then names the sweep's best trial, not the best since the resume."""
+        for tid, (value, _) in (getattr(self.runs, "best", None) or {}).items():
+            if isinstance(value, (int, float)) and not math.isnan(value) and (
+                    self.best is None or self.sign * value > self.sign * self.best[0]):
+                self.best = (float(value), tid)
+
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        self._merge_best()
         counts = self.counts(trials)
         key = (counts["done"], counts["running"], counts["paused"], self.best)
         now = time.time()
@@ -111,6 +120,7 @@ class Progress(Callback):
             self.last_key, self.last_print = key, now
 
     def on_experiment_end(self, trials: list, **info) -> None:
+        self._merge_best()
         counts = self.counts(trials)
         if (counts["done"], counts["running"], counts["paused"], self.best) != self.last_key:
             self.emit(counts)

@@ -17,7 +17,7 @@ and `PauseAwareLimiter` wire it into Ray Tune.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -100,6 +100,18 @@ class Rungs:
     def promote(self, k: int, trial_id: str) -> None:
         self.promoted[k].add(trial_id)
 
+    def replay(self, histories: Mapping[str, Mapping[int, tuple[float, float]]]) -> None:
+        """Rebuild the bookkeeping of an interrupted sweep from what its trials logged:
+        histories[trial] = {epoch: (timestamp, value)}. Rung arrivals are recorded in time order, as
+        they first happened, so the same trials are promoted, waiting or out; a trial that logged an
+        epoch past a rung was promoted from it."""
+        arrivals = sorted((h[m][0], k, tid) for tid, h in histories.items()
+                          for k, m in enumerate(self.milestones) if m in h)
+        for _, k, tid in arrivals:
+            self.record(k, tid, histories[tid][self.milestones[k]][1])
+            if max(histories[tid]) > self.milestones[k] and tid not in self.out:
+                self.promote(k, tid)
+
     def waiting(self) -> list[tuple[int, str]]:
         """(rung, trial) for trials recorded at a rung, neither promoted from it nor out."""
         return [(k, t) for k in range(len(self.milestones)) for t in self.values[k]
@@ -114,9 +126,22 @@ class PauseAwareLimiter(ConcurrencyLimiter):
         super().__init__(searcher, max_concurrent=max_concurrent)
         self.paused: set[str] = set()
 
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        if trial_id in self.live_trials:
+            self.paused.discard(trial_id)
+        return config
+
     def pause(self, trial_id: str) -> None:
         if trial_id in self.live_trials:
             self.live_trials.discard(trial_id)
+            self.paused.add(trial_id)
+
+    def adopt(self, trial_id: str) -> None:
+        """A trial restored by `tuner resume` (Ray saves the searcher inside, not this wrapper's sets):
+        held as paused, so that its end still reaches the searcher and its start takes a slot. A trial
+        the searcher just suggested is live already: nothing changes."""
+        if trial_id not in self.live_trials:
             self.paused.add(trial_id)
 
     def resume(self, trial_id: str) -> None:
@@ -154,25 +179,36 @@ class PromotionASHA(Rebase, FIFOScheduler):
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True  # metric and mode come from the spec, at construction
 
+    def restore(self, histories: Mapping[str, Mapping[int, tuple[float, float]]]) -> None:
+        """`tuner resume`: Ray restores trials but not a scheduler's state (the one in tuner.pkl is the
+        sweep's first, empty). Rebuilt from the trials' logged epochs (Rungs.replay), trials waiting
+        at a rung keep waiting and trials ruled out stay out, instead of all resuming from their rung."""
+        self.rungs.replay(histories)
+
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         super().on_trial_add(tune_controller, trial)
         self._added += 1
+        if self._limiter is not None and trial.status == Trial.PENDING:
+            self._limiter.adopt(trial.trial_id)  # restored: no slot until it runs again (new ones: no-op)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if self._score not in result or self._time_attr not in result:
             return TrialScheduler.CONTINUE
         k = self.rungs.index(int(result[self._time_attr]))
         tid = trial.trial_id
-        if k is None or tid in self.rungs.values[k]:
+        if k is None:
             return TrialScheduler.CONTINUE
-        # get_trials, not get_trial: a scheduler may only call the first (Ray warns about the second)
-        by_id = {t.trial_id: t for t in tune_controller.get_trials()}
-        for other in self.rungs.record(k, tid, result[self._score]):
-            t = by_id.get(other)
-            if other != tid and t is not None and t.status == Trial.PAUSED:
-                tune_controller.stop_trial(t)
+        if tid not in self.rungs.values[k]:  # first arrival (a restored trial replaying its rung: seen)
+            # get_trials, not get_trial: a scheduler may only call the first (Ray warns about the second)
+            by_id = {t.trial_id: t for t in tune_controller.get_trials()}
+            for other in self.rungs.record(k, tid, result[self._score]):
+                t = by_id.get(other)
+                if other != tid and t is not None and t.status == Trial.PAUSED:
+                    tune_controller.stop_trial(t)
         if tid in self.rungs.out:
             return TrialScheduler.STOP
+        if tid in self.rungs.promoted[k]:
+            return TrialScheduler.CONTINUE
         if tid in self.rungs.promotable(k):  # already inside the quota: go on without a pause
             self.rungs.promote(k, tid)
             return TrialScheduler.CONTINUE
@@ -180,36 +216,44 @@ class PromotionASHA(Rebase, FIFOScheduler):
             self._limiter.pause(tid)
         return TrialScheduler.PAUSE
 
+    def _start(self, t: Trial) -> Trial:
+        if self._limiter is not None:
+            self._limiter.resume(t.trial_id)  # a waiting or restored trial takes its slot back
+        return t
+
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
         trials = tune_controller.get_trials()
         by_id = {t.trial_id: t for t in trials}
-        # 0. a trial ruled out while its pause was still being saved: stop it now that it is paused
+        # trials that wait at a rung: PAUSED, or PENDING after `tuner resume` (Ray requeues paused trials)
+        waiting = {tid for _, tid in self.rungs.waiting()}
+        held = (Trial.PAUSED, Trial.PENDING)
+        # 0. a trial ruled out while its pause was still being saved, or before the sweep was resumed
         for t in trials:
-            if t.status == Trial.PAUSED and t.trial_id in self.rungs.out:
+            if t.status in held and t.trial_id in self.rungs.out:
                 tune_controller.stop_trial(t)
         # 1. promotions first, from the highest rung down (as in the paper's get_job)
         for k in reversed(range(len(self.rungs.milestones))):
             for tid in self.rungs.promotable(k):
                 t = by_id.get(tid)
-                if t is not None and t.status == Trial.PAUSED:
+                if t is not None and t.status in held:
                     self.rungs.promote(k, tid)
-                    if self._limiter is not None:
-                        self._limiter.resume(tid)
-                    return t
-        # 2. then new trials
+                    return self._start(t)
+        # 2. then new trials (and restored ones that were running between rungs)
         for t in trials:
-            if t.status == Trial.PENDING:
-                return t
+            if t.status == Trial.PENDING and t.trial_id not in waiting:
+                return self._start(t)
         # 3. a paused trial this scheduler never saw (a restored sweep) resumes as under FIFO
         for t in trials:
             if t.status == Trial.PAUSED and not self.rungs.knows(t.trial_id):
-                return t
+                return self._start(t)
         # 4. nothing runs and nothing is left to start: no rung can grow, so the waiting are out
-        if self._added >= self.rungs.samples and not any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials):
+        startable = any(t.status == Trial.RUNNING or (t.status == Trial.PENDING and t.trial_id not in waiting)
+                        for t in trials)
+        if self._added >= self.rungs.samples and not startable:
             for k, tid in self.rungs.waiting():
                 self.rungs.out[tid] = k
                 t = by_id.get(tid)
-                if t is not None and t.status == Trial.PAUSED:
+                if t is not None and t.status in held:
                     tune_controller.stop_trial(t)
         return None
 

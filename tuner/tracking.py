@@ -104,6 +104,21 @@ def flat_params(config: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v)[:500] for k, v in config.items()}
 
 
+def metric_histories(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                     metric: str) -> dict[str, dict[int, tuple[float, float]]]:
+    """{Ray trial id: {epoch: (timestamp in s, value)}} of a sweep's trials, from their MLflow runs
+    (each epoch is logged once: TrialRuns skips replayed epochs). `tuner resume` rebuilds the
+    asha_promote rungs from it."""
+    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=5000)
+    out: dict[str, dict[int, tuple[float, float]]] = {}
+    for r in runs:
+        tid = r.data.tags.get("tuner.trial_id")
+        if tid:
+            out[tid] = {int(m.step): (m.timestamp / 1000.0, float(m.value))
+                        for m in client.get_metric_history(r.info.run_id, metric)}
+    return out
+
+
 class TrialRuns(tune.Callback):
     """Ray Tune callback: a child MLflow run per trial, nested under `parent_run_id`."""
 

@@ -172,7 +172,8 @@ def test_scheduler_frees_and_retakes_limiter_slots():
     for tid in ("t0", "t1"):
         lim.suggest(tid)
     report(s, tc, "t0", 2, 0.5)
-    assert lim.live_trials == {"t1"} and lim.paused == {"t0"}
+    # t2..t5 were added before any suggestion (Ray suggests first): held as restored trials, no slot
+    assert lim.live_trials == {"t1"} and lim.paused == {"t0", "t2", "t3", "t4", "t5"}
     report(s, tc, "t1", 2, 0.1)
     lim.suggest("t2")
     report(s, tc, "t2", 2, 0.2)
@@ -206,3 +207,65 @@ def test_patience_stopper_on_a_synthetic_history():
     assert low("t", {"epoch": 2, "val_loss": 0.8}) is False and low("t", {"epoch": 3, "val_loss": 0.9}) is True
     with pytest.raises(ValueError):
         PatienceStopper("m", "max", 0)
+
+
+def live_history(samples=6):
+    """Drive a scheduler through a few rung arrivals, logging what TrialRuns would log to MLflow:
+    {trial: {epoch: (timestamp, value)}} with one timestamp per report, in order."""
+    s, tc = make(samples=samples)
+    log, clock = {}, iter(range(1000))
+
+    def rep(tid, epoch, value):
+        log.setdefault(tid, {})[epoch] = (float(next(clock)), value)
+        return report(s, tc, tid, epoch, value)
+
+    rep("t0", 2, 0.5)
+    rep("t1", 2, 0.1)
+    rep("t2", 2, 0.3)  # quota 1: t0 is promotable
+    chosen = s.choose_trial_to_run(AsRay(tc))
+    chosen.status = Trial.RUNNING
+    rep("t0", 3, 0.55)  # promoted: past the rung
+    rep("t3", 2, 0.05)  # 4th of at most 6 at rf 3: out at once
+    return s, tc, log
+
+
+def test_replay_of_logged_epochs_rebuilds_the_same_rungs():
+    s, _, log = live_history()
+    r = Rungs((2, 6), reduction_factor=3, samples=6)
+    r.replay(log)
+    assert r.values == s.rungs.values and r.promoted == s.rungs.promoted and r.out == s.rungs.out
+    assert r.out == {"t1": 0, "t3": 0} and r.promoted[0] == {"t0"} and r.waiting() == [(0, "t2")]
+    # arrival order, not dict order, decides ties and who was out when
+    r2 = Rungs((2, 6), reduction_factor=3, samples=6)
+    r2.replay(dict(reversed(list(log.items()))))
+    assert r2.out == r.out and r2.promoted == r.promoted
+
+
+def test_a_resumed_scheduler_keeps_the_waiting_waiting_and_stops_the_out():
+    """Ray requeues every unfinished trial as PENDING on restore. Before: each restarted from its rung
+    checkpoint and ran on (the Beauty sweep's 21 paused trials all started again). Now the rebuilt rungs
+    decide: ruled-out trials stop, waiting ones wait, the others run."""
+    _, _, log = live_history()
+    lim = PauseAwareLimiter(ListSearcher(), max_concurrent=2)
+    s = PromotionASHA(metric="val", mode="max", milestones=(2, 6), reduction_factor=3, samples=6, limiter=lim)
+    s.restore(log)
+    tc = FakeController("t0", "t1", "t2", "t3", "t4", "t5")  # all PENDING, as Ray restores them
+    for t in tc.trials:
+        s.on_trial_add(tc, t)
+    assert lim.paused == {f"t{i}" for i in range(6)} and not lim.live_trials  # restored: no slot yet
+    chosen = s.choose_trial_to_run(AsRay(tc))
+    assert sorted(tc.stopped) == ["t1", "t3"]  # out before the interrupt: never run again
+    assert chosen.trial_id == "t0" and lim.live_trials == {"t0"}  # promoted earlier: runs on
+    chosen.status = Trial.RUNNING
+    chosen = s.choose_trial_to_run(AsRay(tc))
+    assert chosen.trial_id == "t4"  # t2 waits at rung 2: not started as if new
+    chosen.status = Trial.RUNNING
+    # a restored trial replaying its rung epoch (Ray restored it from an earlier checkpoint) is not
+    # recorded twice, and keeps its standing: t0 was promoted from rung 2
+    assert report(s, tc, "t0", 2, 0.5) == TrialScheduler.CONTINUE and len(s.rungs.values[0]) == 4
+    assert report(s, tc, "t4", 2, 0.9) == TrialScheduler.CONTINUE  # 5 at rung 2, quota 1, t0 counted: t4 best
+    tc.get_trial("t5").status = Trial.ERROR
+    for tid in ("t0", "t4"):
+        tc.get_trial(tid).status = Trial.TERMINATED
+    assert s.choose_trial_to_run(AsRay(tc)) is None
+    assert "t2" in tc.stopped and tc.get_trial("t2").status == Trial.TERMINATED  # no hang on a PENDING waiter

@@ -268,29 +268,59 @@ def test_sigint_then_resume_finishes_without_duplicates(tmp_path):
     assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
-def test_asha_promote_sweep_interrupted_with_paused_trials_resumes_to_the_end(tmp_path):
-    """Ctrl+C while trials wait at rungs: `tuner resume` restores them and the sweep finishes (no hang),
-    every trial FINISHED once, each epoch logged once."""
+def test_asha_promote_sweep_interrupted_twice_keeps_its_rungs_and_ends_as_one_truth(tmp_path):
+    """Ctrl+C while trials wait at rungs, `tuner resume`, Ctrl+C again, resume to the end. Ray restores
+    every unfinished trial as PENDING and the scheduler's rungs empty; the resume rebuilds the rungs
+    from MLflow. Trials ruled out before an interrupt never run again (before: all of them restarted
+    from their rung), every epoch is logged once, and MLflow and Optuna end on the same verdict per
+    trial: completed = COMPLETE, stopped early = PRUNED."""
+    import signal
+
     body = {**SPEC, "name": "intr-promote", "fixed": {"epochs": 8, "loss": "bpr", "batch_size": 64},
             "data": {"synthetic": {"n_users": 1500, "n_items": 300, "mean_length": 12, "seed": 1}},
-            "space": {"lr": SPEC["space"]["lr"]}, "search": {"samples": 6, "concurrency": 1, "seed": 0},
-            "scheduler": {"type": "asha_promote", "grace_period": 1, "reduction_factor": 2}}  # rungs 1, 2
+            "space": {"lr": SPEC["space"]["lr"]}, "search": {"samples": 8, "concurrency": 1, "seed": 0},
+            "scheduler": {"type": "asha_promote", "grace_period": 1, "reduction_factor": 2}}  # rungs 1, 2, 4
 
     def trial_runs(c) -> list:
         return runs_where(c, "tags.`tuner.trial_id` != ''")
 
-    # 4 trials started: the first ones wait at a rung by now
-    client, sweep_dir = interrupt_sweep(tmp_path, body, lambda c: len(trial_runs(c)) >= 4)
-    p = run_cli("resume", sweep_dir, "--quiet", cwd=tmp_path)
-    assert p.returncode == 0, p.stderr[-2000:]
+    def ended_early(c) -> dict:
+        return {r.data.tags["tuner.trial_id"]: r.data.tags["epochs_run"] for r in trial_runs(c)
+                if r.data.tags.get("status") == "stopped_early"}
+
+    # 6 trials started: 8 samples at rf 2 leave 4 places at rung 1, so the 5th and 6th arrivals rule out
+    # trials that wait there (paused, without a worker: Ray's saved state still says PAUSED for them)
+    client, sweep_dir = interrupt_sweep(tmp_path, body, lambda c: len(trial_runs(c)) >= 6)
+    out_first = ended_early(client)
+    with faultkit.tuner_process(["resume", sweep_dir, "--quiet"], tmp_path, name="resume1") as proc:
+        faultkit.wait_until(lambda: len(trial_runs(client)) >= 7, 150, proc, "one more trial after the resume")
+        proc.send_signal(signal.SIGINT)
+        assert faultkit.finish(proc, 120) == 130, faultkit.stderr_of(tmp_path, "resume1")[-2000:]
+    err = faultkit.stderr_of(tmp_path, "resume1")
+    assert "Traceback" not in err and "internal error" not in err and "no trials table" not in err, err[-2000:]
+    summary = json.load(open(os.path.join(sweep_dir, "summary.json")))
+    assert summary["status"] == "interrupted" and summary["trials"] >= 7
+    out_second = ended_early(client)
+    assert out_first and out_second.items() >= out_first.items()  # stopped before: still stopped, same epoch
+
+    with faultkit.tuner_process(["resume", sweep_dir, "--quiet"], tmp_path, name="resume2") as proc:
+        assert faultkit.finish(proc, 240) == 0, faultkit.stderr_of(tmp_path, "resume2")[-2000:]
     kids = trial_runs(client)
-    assert len(kids) == 6 and all(r.info.status == "FINISHED" for r in kids)
+    assert len(kids) == 8 and all(r.info.status == "FINISHED" for r in kids)
+    by_id = {r.data.tags["tuner.trial_id"]: r for r in kids}
+    for tid, ran in out_second.items():  # ruled out before the last interrupt: never ran again
+        assert by_id[tid].data.tags["epochs_run"] == ran and by_id[tid].data.tags["status"] == "stopped_early"
     for r in kids:
         ran = int(r.data.tags["epochs_run"])
         assert r.data.tags["status"] == ("completed" if ran == 8 else "stopped_early")
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_ndcg_10")]
         assert sorted(steps) == list(range(1, ran + 1))
     assert any(r.data.tags["status"] == "completed" for r in kids)
+    meta = json.load(open(os.path.join(sweep_dir, "sweep.json")))
+    study = optuna.load_study(study_name=meta["study_name"], storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")
+    verdict = {"completed": optuna.trial.TrialState.COMPLETE, "stopped_early": optuna.trial.TrialState.PRUNED}
+    states = {t.number: t.state for t in study.trials}
+    assert {int(r.data.tags["tuner.trial_number"]): verdict[r.data.tags["status"]] for r in kids} == states
 
 
 def test_resume_of_a_missing_run_exits_2(tmp_path):

@@ -141,6 +141,20 @@ def test_progress_line_after_ctrl_c_counts_cut_trials_as_interrupted_not_stopped
     assert "0 running, 1 paused, 1 interrupted, 2/6 done (1 completed, 1 stopped early)" in line, line
 
 
+def test_progress_line_of_a_resumed_sweep_names_the_sweeps_best_not_the_best_since_the_resume():
+    """Seen on the Beauty sweep's resume: the line said best 0.0581 (trial 25) while trials.csv's best was
+    0.0636 (trial 23, finished before the interrupt). The MLflow callback reloads each trial's best."""
+    from tuner.progress import Progress
+
+    runs = SimpleNamespace(numbers={"a": 23, "b": 25}, final={"a": "completed"}, best={"a": (0.0636, 8)})
+    prog = Progress("val_ndcg_10", "max", 40, runs, lambda c: 40, interval=0.0)
+    trials = [_trial("a", "TERMINATED", 40), _trial("b", "RUNNING", 30)]
+    prog.on_trial_result(0, trials, trials[1], {"val_ndcg_10": 0.0581})
+    runs.best["b"] = (0.0581, 30)
+    prog.on_step_end(0, trials)
+    assert "best val_ndcg_10 0.0636 (trial 23)" in prog.line(prog.counts(trials))
+
+
 def test_terminal_table_fits_120_columns():
     from tuner import termtable
 
