@@ -89,6 +89,7 @@ class Progress(Callback):
         self.best: tuple[float, str] | None = None
         self.last_key: tuple | None = None
         self.last_print = 0.0
+        self.f0: float | None = None  # share of the sweep done at this run's first step (0 unless resumed)
 
     def setup(self, **info) -> None:
         self.t0 = time.time()  # the clock starts with this fit (a resumed sweep: with the resume)
@@ -110,6 +111,8 @@ class Progress(Callback):
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         self._merge_best()
         counts = self.counts(trials)
+        if self.f0 is None:  # the work a resumed sweep had done before this run: not this run's pace
+            self.f0 = counts["fraction"]
         key = (counts["done"], counts["running"], counts["paused"], self.best)
         now = time.time()
         ended = self.last_key is not None and counts["done"] != self.last_key[0]
@@ -187,8 +190,9 @@ class Progress(Callback):
             number = getattr(self.runs, "numbers", {}).get(self.best[1])
             tail.append(f"best {self.metric} {self.best[0]:.4f} (trial {number or self.best[1]})")
         f = c["fraction"]
-        if c["done"] < self.samples and f > 0.02:
-            tail.append(f"~{clock(elapsed * (1 - f) / f)} left")
+        f0 = self.f0 or 0.0
+        if c["done"] < self.samples and f - f0 > 0.02:
+            tail.append(f"~{clock(elapsed * (1 - f) / (f - f0))} left")
         text = " | ".join([head, *tail])
         return text if len(text) <= 120 else head + "\n    " + " | ".join(tail)
 

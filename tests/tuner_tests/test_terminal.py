@@ -155,6 +155,21 @@ def test_progress_line_of_a_resumed_sweep_names_the_sweeps_best_not_the_best_sin
     assert "best val_ndcg_10 0.0636 (trial 23)" in prog.line(prog.counts(trials))
 
 
+def test_progress_estimate_of_a_resumed_sweep_uses_this_runs_pace():
+    """Seen on the Beauty sweep's resume: 19 of 40 trials were done before it, so 20 s in the line said
+    ~0:21 left. The estimate now divides by the work done since the resume."""
+    from tuner.progress import Progress
+
+    prog = Progress("val_ndcg_10", "max", 4, SimpleNamespace(numbers={}, final={}), lambda c: 10, interval=0.0)
+    done = [_trial("a", "TERMINATED", 10), _trial("b", "TERMINATED", 10)]
+    start = done + [_trial("c", "RUNNING", 0), _trial("d", "PENDING")]
+    prog.on_step_end(0, start)  # the resume's first step: half the sweep done, none of it by this run
+    assert "left" not in prog.line(prog.counts(start))
+    prog.t0 -= 100  # 100 s into this run, trial c is at epoch 5 of 10: 0.5 + 0.125 of the sweep
+    line = prog.line(prog.counts(done + [_trial("c", "RUNNING", 5), _trial("d", "PENDING")]))
+    assert "~5:00 left" in line, line  # 0.375 to go at 0.125 per 100 s (the old estimate: ~1:00)
+
+
 def test_terminal_table_fits_120_columns():
     from tuner import termtable
 
