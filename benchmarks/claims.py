@@ -62,16 +62,18 @@ def real(chosen: list[str], args) -> int:
     print(f"claims.py --real: {load}", flush=True)
     from trainables.errors import TunerError
 
+    def write(results):  # after each claim: an interrupted run keeps what it finished
+        if not args.smoke_test:
+            claims_real.write_doc(args.out, results, load.split("load average:")[-1].strip())
+            print(f"wrote {args.out}", flush=True)
+
     try:
-        results = claims_real.run_all(chosen, smoke=args.smoke_test, output=os.path.join(ROOT, "runs"),
-                                      data={"beauty": BEAUTY, "lastfm": LASTFM}, attrs=ATTRS,
-                                      only=tuple(args.data or ()))
+        claims_real.run_all(chosen, smoke=args.smoke_test, output=os.path.join(ROOT, "runs"),
+                            data={"beauty": BEAUTY, "lastfm": LASTFM}, attrs=ATTRS,
+                            only=tuple(args.data or ()), on_result=write)
     except (TunerError, uci_mfeat.PrepError) as e:
         print(f"claims.py: {e}", file=sys.stderr)
         return 2
-    if not args.smoke_test and results:
-        claims_real.write_doc(args.out, results, load.split("load average:")[-1].strip())
-        print(f"wrote {args.out}")
     return 0
 
 

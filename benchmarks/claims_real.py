@@ -86,11 +86,12 @@ def datasets_of(claim, manifest: str | None, files: dict, attrs: str) -> list[tu
 
 
 def run_all(files: list[str], *, smoke: bool, output: str, data: dict, attrs: str,
-            only: tuple[str, ...] = ()) -> list[dict]:
+            only: tuple[str, ...] = (), on_result=None) -> list[dict]:
     """Every claim file on its real data sets (module docstring); prints each result as it comes.
 
     data: {"beauty": path, "lastfm": path}; only: run just the data sets whose label starts with one
-    of these (case-insensitive), e.g. ("lastfm",)."""
+    of these (case-insensitive), e.g. ("lastfm",); on_result(results so far) after each claim, so a
+    run of hours that is stopped keeps the claims it finished."""
     from tuner import compare
 
     claims = [(os.path.splitext(os.path.basename(f))[0], compare.load_claim(f, smoke=smoke)) for f in files]
@@ -108,6 +109,8 @@ def run_all(files: list[str], *, smoke: bool, output: str, data: dict, attrs: st
         for label, over in where:
             results.append(run_claim(claim, name, label, over, smoke=smoke, output=output))
             print(details(results[-1]), flush=True)
+            if on_result:
+                on_result(results)
     return results
 
 

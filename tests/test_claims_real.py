@@ -69,3 +69,33 @@ def test_sequence_claims_get_lastfm_others_do_not(tmp_path):
     (label, over), = claims_real.datasets_of(claim("multimodal"), None, files, "attrs")
     assert over["data.item_attributes"] == "attrs" and over["data.path"] == str(beauty)
     assert claims_real.slug("../shared/data/s3rec/LastFM.txt") == "LastFM"
+
+
+def test_a_stopped_run_keeps_the_claims_it_finished(tmp_path, monkeypatch):
+    """run_all hands the results so far to on_result after each claim: the second claim failing leaves
+    the first one's row written."""
+    calls = []
+
+    def run_claim(claim, name, label, over, **kw):
+        if name == "003_b":
+            raise KeyboardInterrupt  # the run stopped halfway
+        return fake(name, 0.02)
+
+    monkeypatch.setattr(claims_real, "run_claim", run_claim)
+    monkeypatch.setattr(claims_real, "details", lambda r: "")
+    monkeypatch.setattr(claims_real, "datasets_of", lambda *a: [("UCI", {})])
+    import tuner.compare
+
+    monkeypatch.setattr(tuner.compare, "load_claim", lambda f, smoke: NS(a=NS(spec=NS(model="sasrec"))))
+    doc = tmp_path / "claims.md"
+
+    def write(results):
+        calls.append(len(results))
+        claims_real.write_doc(str(doc), results, "1.0")
+
+    try:
+        claims_real.run_all(["003_a.yaml", "003_b.yaml"], smoke=False, output=str(tmp_path), data={}, attrs="",
+                            on_result=write)
+    except KeyboardInterrupt:
+        pass
+    assert calls == [1] and "| 003_a | UCI |" in doc.read_text()
