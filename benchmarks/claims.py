@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--real", action="store_true", help="run on real data (UCI mfeat / Amazon Beauty) at "
                                                         "per-side tuned learning rates")
-    ap.add_argument("--data", action="append", choices=("beauty", "lastfm", "uci"),
+    ap.add_argument("--data", action="append", choices=tuple(claims_real.DATA_OPTIONS),
                     help="--real: only this data set (repeatable; default: every one a claim has)")
     ap.add_argument("--smoke-test", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "claims.md"))

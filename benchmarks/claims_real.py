@@ -39,6 +39,7 @@ class Budget:
 # validation metric, over 1,090 users, is noisier).
 BUDGETS = {"UCI mfeat, imbalanced": Budget(30, 60, 10), "Amazon Beauty": Budget(10, 30, 10),
            "LastFM": Budget(50, 200, 20)}
+DATA_OPTIONS = {"uci": "UCI mfeat, imbalanced", "beauty": "Amazon Beauty", "lastfm": "LastFM"}  # claims.py --data
 SMOKE = Budget(2, 2, 1)
 LR_TRIALS = 6
 DEFAULT_LR = dict(low=1.0e-4, high=1.0e-2)
@@ -89,8 +90,8 @@ def run_all(files: list[str], *, smoke: bool, output: str, data: dict, attrs: st
             only: tuple[str, ...] = (), on_result=None) -> list[dict]:
     """Every claim file on its real data sets (module docstring); prints each result as it comes.
 
-    data: {"beauty": path, "lastfm": path}; only: run just the data sets whose label starts with one
-    of these (case-insensitive), e.g. ("lastfm",); on_result(results so far) after each claim, so a
+    data: {"beauty": path, "lastfm": path}; only: run just these data sets (keys of DATA_OPTIONS),
+    e.g. ("lastfm",); on_result(results so far) after each claim, so a
     run of hours that is stopped keeps the claims it finished."""
     from tuner import compare
 
@@ -103,7 +104,7 @@ def run_all(files: list[str], *, smoke: bool, output: str, data: dict, attrs: st
     results = []
     for name, claim in claims:
         where = [w for w in datasets_of(claim, manifest, data, attrs)
-                 if not only or w[0].lower().startswith(tuple(o.lower() for o in only))]
+                 if not only or w[0] in {DATA_OPTIONS[o] for o in only}]
         if not where:
             print(f"== {name}: skipped (no real data set for it here)", flush=True)
         for label, over in where:

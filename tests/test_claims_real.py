@@ -99,3 +99,20 @@ def test_a_stopped_run_keeps_the_claims_it_finished(tmp_path, monkeypatch):
     except KeyboardInterrupt:
         pass
     assert calls == [1] and "| 003_a | UCI |" in doc.read_text()
+
+
+def test_each_data_option_selects_its_data_set(tmp_path, monkeypatch):
+    """--data beauty once matched no label ("Amazon Beauty" does not start with "beauty") and the
+    claim was skipped; each option must name one data set of BUDGETS."""
+    assert set(claims_real.DATA_OPTIONS.values()) == set(claims_real.BUDGETS)
+    ran = []
+    monkeypatch.setattr(claims_real, "run_claim", lambda c, name, label, over, **kw: ran.append(label) or fake(name, 0))
+    monkeypatch.setattr(claims_real, "details", lambda r: "")
+    monkeypatch.setattr(claims_real, "datasets_of", lambda *a: [(lab, {}) for lab in claims_real.BUDGETS])
+    import tuner.compare
+
+    monkeypatch.setattr(tuner.compare, "load_claim", lambda f, smoke: NS(a=NS(spec=NS(model="sasrec"))))
+    for option, label in claims_real.DATA_OPTIONS.items():
+        ran.clear()
+        claims_real.run_all(["003_a.yaml"], smoke=False, output=str(tmp_path), data={}, attrs="", only=(option,))
+        assert ran == [label]
