@@ -5,6 +5,7 @@
     python benchmarks/claims.py --smoke-test         # 2 seeds x 2 epochs each, tiny data
     python benchmarks/claims.py --real 004_encoder_weight 004_smoothl1   # real data, per-side tuned lr
     python benchmarks/claims.py --real --smoke-test  # the same path on tiny budgets (CI)
+    python benchmarks/claims.py --real --gpu 0.1 --data beauty 003_popularity_negatives   # 10 runs at once on a GPU
 
 --real (benchmarks/claims_real.py): seed 004 on the UCI Multiple Features digits (benchmarks/uci_mfeat.py),
 the recommender claims on Amazon Beauty and the sequence claims (003) on LastFM too (skipped when
@@ -70,7 +71,7 @@ def real(chosen: list[str], args) -> int:
     try:
         claims_real.run_all(chosen, smoke=args.smoke_test, output=os.path.join(ROOT, "runs"),
                             data={"beauty": BEAUTY, "lastfm": LASTFM}, attrs=ATTRS,
-                            only=tuple(args.data or ()), on_result=write)
+                            only=tuple(args.data or ()), on_result=write, gpu=args.gpu)
     except (TunerError, uci_mfeat.PrepError) as e:
         print(f"claims.py: {e}", file=sys.stderr)
         return 2
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
                                                         "per-side tuned learning rates")
     ap.add_argument("--data", action="append", choices=tuple(claims_real.DATA_OPTIONS),
                     help="--real: only this data set (repeatable; default: every one a claim has)")
+    ap.add_argument("--gpu", type=float, default=0.0, metavar="SHARE",
+                    help="--real: each run's share of a GPU (resources.gpu), e.g. 0.1 runs 10 at once on one GPU")
     ap.add_argument("--smoke-test", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "claims.md"))
     args = ap.parse_args(argv)

@@ -90,12 +90,13 @@ def datasets_of(claim, manifest: str | None, files: dict, attrs: str) -> list[tu
 
 
 def run_all(files: list[str], *, smoke: bool, output: str, data: dict, attrs: str,
-            only: tuple[str, ...] = (), on_result=None) -> list[dict]:
+            only: tuple[str, ...] = (), on_result=None, gpu: float = 0.0) -> list[dict]:
     """Every claim file on its real data sets (module docstring); prints each result as it comes.
 
     data: {"beauty": path, "lastfm": path}; only: run just these data sets (keys of DATA_OPTIONS),
     e.g. ("lastfm",); on_result(results so far) after each claim, so a
-    run of hours that is stopped keeps the claims it finished."""
+    run of hours that is stopped keeps the claims it finished; gpu: each run's share of a GPU
+    (resources.gpu; 0 = CPU only)."""
     from tuner import compare
 
     claims = [(os.path.splitext(os.path.basename(f))[0], compare.load_claim(f, smoke=smoke)) for f in files]
@@ -111,6 +112,8 @@ def run_all(files: list[str], *, smoke: bool, output: str, data: dict, attrs: st
         if not where:
             print(f"== {name}: skipped (no real data set for it here)", flush=True)
         for label, over in where:
+            # on a GPU, as many runs at once as the shares fit (lr-search trials and compare seeds alike)
+            over = {**over, "resources.gpu": gpu, "search.concurrency": max(1, int(1 / gpu))} if gpu else over
             results.append(run_claim(claim, name, label, over, smoke=smoke, output=output))
             print(details(results[-1]), flush=True)
             if on_result:
@@ -158,7 +161,16 @@ def run_claim(claim, title: str, dataset: str, over: dict, *, smoke: bool, outpu
                                patience=budget.patience)
     res = compare.run(real, output=output, verbose=0)
     return {"name": title, "dataset": dataset, "data": res.extra["dataset"], "claim": real, "lrs": lrs, "cap": cap,
-            "result": res, "wall": time.time() - t0}
+            "result": res, "wall": time.time() - t0, "hardware": hardware(a.spec.resources.gpu)}
+
+
+def hardware(gpu: float) -> str:
+    """Where a claim ran, for its wall time: '2 CPU cores', or the GPU and each run's share of it."""
+    import torch
+
+    if gpu and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {gpu:g} GPU per run, {os.cpu_count()} CPU cores"
+    return f"{os.cpu_count()} CPU cores"
 
 
 def _g(x: float) -> str:
@@ -175,7 +187,8 @@ def table_rows(r: dict) -> list[str]:
                 f"{lrs['B']['lr']:.3g} |") if i == 0 else "| | | | |"
         out.append(f"{head} {row.metric} | {row.mean_a:.4g} | {row.mean_b:.4g} | {_g(row.diff)} "
                    f"[{_g(row.ci_low)}, {_g(row.ci_high)}] | {p} | {row.verdict} | "
-                   + (f"{r['wall']:.0f} s (lr search {lrs['A']['seconds'] + lrs['B']['seconds']:.0f} s) |"
+                   + (f"{r['wall']:.0f} s (lr search {lrs['A']['seconds'] + lrs['B']['seconds']:.0f} s)"
+                      + (f" on {r['hardware']}" if "GPU" in r.get("hardware", "") else "") + " |"
                       if i == 0 else " |"))
     return out
 
@@ -187,7 +200,7 @@ def details(r: dict) -> str:
                        f"{lrs[side]['seconds']:.0f} s)" for side, v in (("A", c.a), ("B", c.b)))
     return (f"### {r['name']} on {r['dataset']}\n\n{c.claim}\n\nData {r['data']}. lr search: {search}. "
             f"Compare: {c.seeds} seeds per side, cap {r['cap']} epochs, patience {c.patience}; "
-            f"total wall time {r['wall']:.0f} s.\n\n{r['result'].markdown}\n")
+            f"total wall time {r['wall']:.0f} s on {r.get('hardware', 'CPU')}.\n\n{r['result'].markdown}\n")
 
 
 HEADER = ("| claim | data | N | lr (A · B) | metric | mean A | mean B | B - A [95% CI] | p (t / Wilcoxon / sign) "

@@ -116,3 +116,29 @@ def test_each_data_option_selects_its_data_set(tmp_path, monkeypatch):
         ran.clear()
         claims_real.run_all(["003_a.yaml"], smoke=False, output=str(tmp_path), data={}, attrs="", only=(option,))
         assert ran == [label]
+
+
+def test_gpu_share_reaches_every_run_and_the_doc(tmp_path, monkeypatch):
+    """claims.py --real --gpu 0.1: each run's spec asks for 0.1 GPU and 10 runs go at once (lr search and
+    compare read search.concurrency); the row names the GPU beside the wall time it explains."""
+    from tuner import compare
+
+    path = os.path.join(ROOT, "search_spaces", "claims", "003_popularity_negatives.yaml")
+    seen = []
+    monkeypatch.setattr(claims_real, "run_claim", lambda c, name, label, over, **kw: seen.append(over) or fake(name, 0))
+    monkeypatch.setattr(claims_real, "details", lambda r: "")
+    claims_real.run_all([path], smoke=False, output=str(tmp_path), data={"beauty": path}, attrs="", gpu=0.1)
+    assert seen and all(o["resources.gpu"] == 0.1 and o["search.concurrency"] == 10 for o in seen)
+    claim = compare.load_claim(path, smoke=False)
+    spec = claims_real.moved(claim.a, seen[0], smoke=False).spec
+    assert spec.resources.gpu == 0.1 and spec.search.concurrency == 10
+    seen.clear()
+    claims_real.run_all([path], smoke=False, output=str(tmp_path), data={"beauty": path}, attrs="")
+    assert seen and all("resources.gpu" not in o for o in seen)  # the default stays on the spec's own resources
+
+    doc = tmp_path / "claims.md"
+    claims_real.write_doc(str(doc), [{**fake("003_g", 0.01), "hardware": "NVIDIA H200, 0.1 GPU per run, 16 CPU cores"},
+                                     {**fake("003_c", 0.01), "hardware": "2 CPU cores"}], "1.0")
+    rows = {ln.split("|")[1].strip(): ln for ln in doc.read_text().splitlines() if ln.startswith("| 003_")}
+    assert rows["003_g"].rstrip(" |").endswith("on NVIDIA H200, 0.1 GPU per run, 16 CPU cores")
+    assert "GPU" not in rows["003_c"]
