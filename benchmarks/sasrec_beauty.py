@@ -5,6 +5,7 @@
     python benchmarks/sasrec_beauty.py --runs ce &      # one run per process (results/sasrec_beauty_ce.json),
     python benchmarks/sasrec_beauty.py --runs bce_1neg  # ... then --merge writes sasrec_beauty.{json,md}
     python benchmarks/sasrec_beauty.py --runs ce --max-epochs 3 --tag _timing   # short timing run (merged too)
+    python benchmarks/sasrec_beauty.py --runs ce,bce_1neg --max-epochs 4 --device cuda --tag _cuda   # on a GPU
 
 For each loss (full CE; BCE with 1 uniform negative, the S3-Rec paper's SASRec) it trains with
 trainables.loop.fit (no Ray), evaluates validation NDCG@10 after every epoch, stops when it has
@@ -52,7 +53,7 @@ class Plateau(Exception):
     pass
 
 
-def run(name: str, overrides: dict, data, max_epochs: int, patience: int, log) -> dict:
+def run(name: str, overrides: dict, data, max_epochs: int, patience: int, log, device: str = "cpu") -> dict:
     entry = MODELS["sasrec"]
     config = {**ARCH, **overrides, "epochs": max_epochs}
     best = {"ndcg": -1.0, "epoch": 0, "state": None}
@@ -69,13 +70,13 @@ def run(name: str, overrides: dict, data, max_epochs: int, patience: int, log) -
             raise Plateau
 
     try:
-        fit(entry, config, data, report)
+        fit(entry, config, data, report, device=device)
         stopped = "max_epochs"
     except Plateau:
         stopped = f"plateau (no val NDCG@10 gain in {patience} epochs)"
     train_wall = time.perf_counter() - t0
     cfg = entry.make_config(config)
-    recipe = entry.recipe(cfg, data, torch.device("cpu"))
+    recipe = entry.recipe(cfg, data, torch.device(device))
     recipe.load_state_dict(best["state"])
     t1 = time.perf_counter()
     test = evaluate(recipe, "test", ks=(10, 20))
@@ -108,10 +109,11 @@ def markdown(out: dict) -> str:
     lines = [
         "# SASRec on Beauty (S3-Rec), full-catalogue leave-one-out",
         "",
-        f"{out['dataset']}; torch {out['torch']}, {out['threads']} threads, {out['machine']}.",
+        f"{out['dataset']}; torch {out['torch']}, {out['threads']} threads, {out['machine']}, device {out.get('device', 'cpu')}.",
         f"Architecture: {', '.join(f'{k}={v}' for k, v in ARCH.items())}.",
         "Timings are measured by trainables.loop.fit (epoch_seconds, eval_seconds: validation ranking of all "
-        "users against all items) on a 2-core machine shared with other jobs; load averages below.",
+        "users against all items) on " + ("a 2-core machine shared with other jobs" if out.get("device", "cpu") == "cpu"
+                                          else "the GPU named above") + "; load averages below.",
         "",
         "| run | loss | test HR@10 | test NDCG@10 | best epoch / run | epoch s (median) | eval s, all users (median) | wall s |",
         "|---|---|---|---|---|---|---|---|",
@@ -178,12 +180,16 @@ def main(argv=None) -> int:
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where fit trains and evaluates")
     p.add_argument("--data", default=DATA)
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results"))
     p.add_argument("--merge", action="store_true", help="combine results/sasrec_beauty_<run>.json into sasrec_beauty.*")
     p.add_argument("--tag", default="", help="appended to the output file names, e.g. _timing for a short timing run")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("sasrec_beauty.py: --device cuda: torch sees no CUDA device here", file=sys.stderr)
+        return 2
     if args.merge:
         return merge(args.output)
 
@@ -209,6 +215,7 @@ def main(argv=None) -> int:
         "protocol": "leave-one-out, full catalogue, seen items masked",
         "torch": torch.__version__,
         "threads": args.threads,
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible",
         "max_epochs": args.max_epochs,
         "patience": args.patience,
@@ -219,7 +226,7 @@ def main(argv=None) -> int:
     }
     os.makedirs(args.output, exist_ok=True)
     for name in args.runs.split(","):
-        out["runs"][name] = run(name, RUNS[name], data, args.max_epochs, args.patience, log)
+        out["runs"][name] = run(name, RUNS[name], data, args.max_epochs, args.patience, log, args.device)
         out["total_wall_seconds"] = time.perf_counter() - t0
         out["loadavg_at_end"] = os.getloadavg()
         with open(os.path.join(args.output, f"sasrec_beauty{suffix}.json"), "w") as fh:
