@@ -126,7 +126,7 @@ def slug(path: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", os.path.splitext(os.path.basename(path or "data"))[0]).strip("-")
 
 
-def tune_lr(v, side: str, title: str, budget: Budget, *, output: str) -> dict:
+def tune_lr(v, side: str, title: str, budget: Budget, *, output: str, verbose: int = 0) -> dict:
     """A sweep over lr only, on validation; returns {lr, seconds, trials, best_val}."""
     from tuner import sweep
 
@@ -138,7 +138,8 @@ def tune_lr(v, side: str, title: str, budget: Budget, *, output: str) -> dict:
                         search=dataclasses.replace(spec.search, samples=trials, algo="tpe", seed=0),
                         scheduler=dataclasses.replace(spec.scheduler, type="fifo"))
     t0 = time.time()
-    res = sweep.run(spec, output=output, verbose=0)
+    stage(f"lr search, side {side} ({v.name}): {trials} trials x {epochs} epochs")
+    res = sweep.run(spec, output=output, verbose=verbose)
     return {"lr": float(res.best_config["lr"]), "seconds": time.time() - t0, "trials": trials, "epochs": epochs,
             "best_val": float(res.best_val.get(spec.metric.name, float("nan"))), "metric": spec.metric.name}
 
@@ -150,8 +151,10 @@ def run_claim(claim, title: str, dataset: str, over: dict, *, smoke: bool, outpu
     t0 = time.time()
     a, b = moved(claim.a, over, smoke), moved(claim.b, over, smoke)
     budget = SMOKE if smoke else MODEL_BUDGETS.get((dataset, a.spec.model), BUDGETS[dataset])
-    lrs = {"A": tune_lr(a, "A", title, budget, output=output),
-           "B": tune_lr(b, "B", title, budget, output=output)}
+    verbose = 0 if smoke else 1  # hours on real data: the live progress lines of `tuner run`
+    stage(f"{title} on {dataset}")
+    lrs = {"A": tune_lr(a, "A", title, budget, output=output, verbose=verbose),
+           "B": tune_lr(b, "B", title, budget, output=output, verbose=verbose)}
     cap = budget.cap
 
     def fix(v, side):
@@ -159,7 +162,9 @@ def run_claim(claim, title: str, dataset: str, over: dict, *, smoke: bool, outpu
 
     real = dataclasses.replace(claim, a=fix(a, "A"), b=fix(b, "B"), seeds=2 if smoke else SEEDS,
                                patience=budget.patience)
-    res = compare.run(real, output=output, verbose=0)
+    stage(f"compare: lr A {lrs['A']['lr']:.3g}, B {lrs['B']['lr']:.3g}; {real.seeds} seeds per side, cap {cap} "
+          f"epochs, patience {real.patience}")
+    res = compare.run(real, output=output, verbose=verbose)
     return {"name": title, "dataset": dataset, "data": res.extra["dataset"], "claim": real, "lrs": lrs, "cap": cap,
             "result": res, "wall": time.time() - t0, "hardware": hardware(a.spec.resources.gpu)}
 
@@ -171,6 +176,10 @@ def hardware(gpu: float) -> str:
     if gpu and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, {gpu:g} GPU per run, {os.cpu_count()} CPU cores"
     return f"{os.cpu_count()} CPU cores"
+
+
+def stage(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} == {text}", flush=True)
 
 
 def _g(x: float) -> str:

@@ -36,7 +36,7 @@ from analysis.stats import Row, compare, markdown_table, verdict_lines
 from tuner.trainable import train as train_one
 from tuner import checkpoints
 from tuner import spec as specmod
-from tuner import finish, pipeline, sweep, tracking
+from tuner import finish, pipeline, progress, sweep, tracking
 from trainables.errors import TunerError, where
 from tuner.spec import Spec
 from tuner.stopper import PatienceStopper
@@ -192,7 +192,10 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
     tuner = pipeline.make_tuner(
         pipeline.trainable(train_variant, a, data, variants=slim), a, out_dir,
         param_space={"variant": tune.grid_search(["A", "B"]), "seed": tune.grid_search(list(range(claim.seeds)))},
-        samples=1, concurrency=concurrency or a.search.concurrency, callbacks=[runs_cb], verbose=verbose, keep=1,
+        samples=1, concurrency=concurrency or a.search.concurrency, verbose=verbose, keep=1,
+        # the live lines of `tuner run` (default verbosity): a claim of 10 runs can take an hour
+        callbacks=[runs_cb, *progress.callbacks(verbose, a.metric.name, a.metric.mode, 2 * claim.seeds, runs_cb,
+                                                VariantEpochs(variants))],
         stop=stopper)  # keep=1 ranked by the metric: the best-validation checkpoint survives early stopping
     status = "failed"
     try:

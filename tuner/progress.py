@@ -188,7 +188,7 @@ class Progress(Callback):
         tail = []
         if self.best is not None:
             number = getattr(self.runs, "numbers", {}).get(self.best[1])
-            tail.append(f"best {self.metric} {self.best[0]:.4f} (trial {number or self.best[1]})")
+            tail.append(f"best {self.metric} {self.best[0]:.4f} (trial {self.best[1] if number is None else number})")
         f = c["fraction"]
         f0 = self.f0 or 0.0
         if c["done"] < self.samples and f - f0 > 0.02:

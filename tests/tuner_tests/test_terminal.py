@@ -128,6 +128,16 @@ def test_progress_line_counts_and_best():
     assert max(map(len, line.split("\n"))) <= 120, line  # a full line wraps onto a second one
 
 
+def test_progress_line_names_trial_0_by_its_number():
+    """Trial 0 leading printed Ray's id (`trial cb1d0_00001`): its number 0 was read as 'no number'."""
+    from tuner.progress import Progress
+
+    prog = Progress("val_ndcg_10", "max", 2, SimpleNamespace(numbers={"a0": 0}), lambda c: 2, interval=0.0)
+    trials = [_trial("a0", "RUNNING", 1), _trial("b1", "PENDING")]
+    prog.on_trial_result(0, trials, trials[0], {"val_ndcg_10": 0.05})
+    assert "best val_ndcg_10 0.0500 (trial 0)" in prog.line(prog.counts(trials))
+
+
 def test_progress_line_after_ctrl_c_counts_cut_trials_as_interrupted_not_stopped():
     """The line takes each trial's ending from the MLflow callback (as trials.csv does): one Ctrl+C cut is
     interrupted (resume runs it on) and not done; one ASHA cut before the Ctrl+C stays stopped early."""
