@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 
+import pandas as pd
 import ray
 import yaml
 from mlflow.tracking import MlflowClient
@@ -50,8 +51,11 @@ def sweep_at(fraction: float, out: str) -> dict:
     res = sweep.run(specmod.load(path), output=os.path.join(out, "runs"), verbose=0)
     client = MlflowClient(res.tracking_uri)
     kids = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    table = pd.read_csv(os.path.join(res.sweep_dir, "trials.csv"))
     return {"fraction": fraction, "trials": len(kids), "most_at_once": most_at_once(kids),
-            "statuses": sorted({r.data.tags.get("status") for r in kids}), "devices": devices(res.sweep_dir)}
+            "statuses": sorted({r.data.tags.get("status") for r in kids}), "devices": devices(res.sweep_dir),
+            "csv_devices": sorted(table["device"]) if "device" in table else [],
+            "mlflow_devices": sorted(r.data.tags.get("device", "") for r in kids)}
 
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below

@@ -62,6 +62,9 @@ def build_table(spec, results: list, trials: list, runs_cb, epochs_of, lost: lis
     reasons = {r.metrics.get("trial_id"): r.metrics.get("stop_reason") or "" for r in results if r.metrics}
     table.insert(4, "stop_reason", table["trial_id"].map(reasons).fillna(""))
     table.loc[table["stop_reason"] != "", "status"] = "pathology"
+    devices = {r.metrics.get("trial_id"): r.metrics.get("device") for r in results if r.metrics}
+    if any(d and d != "cpu" for d in devices.values()):  # a sweep given GPUs: where each trial trained
+        table.insert(5, "device", table["trial_id"].map(devices).fillna(""))
     # the stop reason MLflow shows (`asha` for a trial ASHA stopped): one truth for every file
     logged = getattr(runs_cb, "reasons", {})
     for i, tid in table["trial_id"].items():

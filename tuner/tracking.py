@@ -266,8 +266,10 @@ class TrialRuns(tune.Callback):
             for k, v in result.items()
             if k not in RAY_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
         ] + self._best_so_far(trial.trial_id, result, step)
+        device = result.get("device")  # 'cuda (CUDA_VISIBLE_DEVICES=1)' where Ray gave the trial a GPU
         self.safe(self.client.log_batch, run_id, metrics=metrics,
-                   tags=[RunTag("epochs_run", str(step))])
+                   tags=[RunTag("epochs_run", str(step))]
+                   + ([RunTag("device", str(device))] if device and device != "cpu" else []))
 
     def _ending(self, trial, ran: int) -> tuple[str, str]:
         """(status, stop_reason) of a trial Tune ended without an error."""

@@ -24,3 +24,5 @@ def test_fractional_gpus_pack_trials_and_fall_back_to_cpu():
         ids = [re.fullmatch(r"cpu \(CUDA_VISIBLE_DEVICES=(\d)\)", d) for d in r["devices"]]
         assert all(ids) and len(ids) == 8, r["devices"]  # torch sees no CUDA here: CPU, with Ray's GPU id
         assert {m.group(1) for m in ids} == {"0", "1"}, r["devices"]
+        # where each trial trained, kept past Ray's result files: a trials.csv column and an MLflow tag
+        assert r["csv_devices"] == sorted(r["devices"]) == r["mlflow_devices"], r
