@@ -183,9 +183,10 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
                                                                     Param("patience", str(claim.patience))])
     client.log_artifact(pid, claim.path)
 
+    epochs_of = VariantEpochs(variants)  # planned epochs per trial: MLflow's statuses and the progress line
     stopper = PatienceStopper(a.metric.name, a.metric.mode, claim.patience) if claim.patience else None
     runs_cb = tracking.TrialRuns(session.uri, session.exp_id, pid, model=a.model, dataset=data.name,
-                                 spec_file=claim.path, searched=("variant", "seed"), epochs_of=VariantEpochs(variants),
+                                 spec_file=claim.path, searched=("variant", "seed"), epochs_of=epochs_of,
                                  early_stopper=f"patience {claim.patience}: {a.metric.name} stopped improving"
                                  if stopper else "")
     slim = {k: {"model": v["model"], "config": v["config"]} for k, v in variants.items()}
@@ -195,7 +196,7 @@ def run(claim: Claim, *, output: str = "runs", address: str | None = None, verbo
         samples=1, concurrency=concurrency or a.search.concurrency, verbose=verbose, keep=1,
         # the live lines of `tuner run` (default verbosity): a claim of 10 runs can take an hour
         callbacks=[runs_cb, *progress.callbacks(verbose, a.metric.name, a.metric.mode, 2 * claim.seeds, runs_cb,
-                                                VariantEpochs(variants))],
+                                                epochs_of)],
         stop=stopper)  # keep=1 ranked by the metric: the best-validation checkpoint survives early stopping
     status = "failed"
     try:
