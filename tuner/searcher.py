@@ -18,7 +18,7 @@ import warnings
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from tuner import raycompat, recover
+from tuner import raycompat
 
 log = logging.getLogger(__name__)
 
@@ -137,16 +137,14 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             return
         if not error:
             self._report(trial_id, result)  # the epoch a stopper ended it on
-        if (recover.INTERRUPTED.is_set() and not error and config is not None
-                and int((result or {}).get("epoch", 0)) < self._epochs_of(config)):
-            # stopped by Ctrl+C, not by ASHA: `tuner resume` continues it and tells Optuna at its
-            # real end (told PRUNED here, it ended `completed` in MLflow but PRUNED in Optuna)
-            return
+        # Tune calls this only for a trial it ends for good (stop_trial saves it TERMINATED), also in
+        # the step it finishes after a Ctrl+C; trials a Ctrl+C cuts short never get here, and
+        # `tuner resume` tells Optuna at their real end.
         if (result and not error and config is not None and trial_id in ot_trials
                 and trial_id not in completed
                 and int(result.get("epoch", 0)) < self._epochs_of(config)):
             # the same stop reason as MLflow's tag: the pathology stopper's, else ASHA's (only a
-            # scheduler or the stopper end a trial early once Ctrl+C is ruled out above)
+            # scheduler or the stopper end a trial early)
             self.link(trial_id, stop_reason=str(result.get("stop_reason") or "asha"))
             try:
                 study.tell(ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)

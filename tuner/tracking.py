@@ -272,16 +272,17 @@ class TrialRuns(tune.Callback):
                    + ([RunTag("device", str(device))] if device and device != "cpu" else []))
 
     def _ending(self, trial, ran: int) -> tuple[str, str]:
-        """(status, stop_reason) of a trial Tune ended without an error."""
-        from tuner.recover import INTERRUPTED
+        """(status, stop_reason) of a trial Tune ended without an error.
 
+        Never "interrupted": Tune calls on_trial_complete only from stop_trial, which saves the trial
+        TERMINATED, so `tuner resume` never runs it again; a Ctrl+C leaves running and waiting trials
+        without this call (close_running marks those). A trial ASHA stops in the step Tune finishes
+        after the Ctrl+C is stopped early, not interrupted (it was left KILLED for good)."""
         last = trial.last_result or {}
         if last.get("stop_reason"):  # the pathology stopper ended it (analysis/diagnose.py)
             return "pathology", str(last["stop_reason"])
         if ran >= self.epochs_of(trial.config):
             return "completed", ""
-        if INTERRUPTED.is_set():  # Ctrl+C / SIGTERM ended it: `tuner resume` continues it
-            return "interrupted", ""
         # only an ASHA scheduler stops healthy trials early; FIFO never does
         return "stopped_early", (self.early_stopper or "stopped before its last epoch")
 
@@ -299,7 +300,7 @@ class TrialRuns(tune.Callback):
         self.final[trial.trial_id] = status
         self.reasons[trial.trial_id] = reason
         self.safe(self.client.log_batch, run_id, tags=tags)
-        self.safe(self.client.set_terminated, run_id, "KILLED" if status == "interrupted" else "FINISHED")
+        self.safe(self.client.set_terminated, run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)

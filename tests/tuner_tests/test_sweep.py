@@ -306,7 +306,9 @@ def test_asha_promote_sweep_interrupted_twice_keeps_its_rungs_and_ends_as_one_tr
     with faultkit.tuner_process(["resume", sweep_dir, "--quiet"], tmp_path, name="resume2") as proc:
         assert faultkit.finish(proc, 240) == 0, faultkit.stderr_of(tmp_path, "resume2")[-2000:]
     kids = trial_runs(client)
-    assert len(kids) == 8 and all(r.info.status == "FINISHED" for r in kids)
+    assert len(kids) == 8 and all(r.info.status == "FINISHED" for r in kids), [
+        (r.data.tags["tuner.trial_id"], r.info.status, r.data.tags.get("status"), r.data.tags.get("epochs_run"))
+        for r in kids]
     by_id = {r.data.tags["tuner.trial_id"]: r for r in kids}
     for tid, ran in out_second.items():  # ruled out before the last interrupt: never ran again
         assert by_id[tid].data.tags["epochs_run"] == ran and by_id[tid].data.tags["status"] == "stopped_early"
