@@ -6,6 +6,8 @@ from __future__ import annotations
 import types
 
 import optuna
+import pytest
+from helpers import tracking_uri
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -15,20 +17,26 @@ from tuner.searcher import PrunedAwareOptunaSearch
 EPOCHS = 8
 
 
+@pytest.fixture
+def sweep(tmp_path):
+    """(tracking uri, client, experiment id, parent run id): a sweep's MLflow side, as the driver makes it."""
+    uri = tracking_uri(tmp_path)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("t")
+    return uri, client, exp, client.create_run(exp).info.run_id
+
+
 def fake_trial(tid: str, config: dict, epoch: int):
     return types.SimpleNamespace(trial_id=tid, config=config,
                                  last_result={"epoch": epoch, "val_ndcg_10": 0.1, "training_iteration": epoch})
 
 
-def test_a_trial_asha_stops_right_after_a_ctrl_c_is_stopped_early_everywhere(tmp_path):
+def test_a_trial_asha_stops_right_after_a_ctrl_c_is_stopped_early_everywhere(sweep):
     """Tune finishes its current step after a Ctrl+C; a trial ASHA stops in that step is saved
     TERMINATED and never runs again on `tuner resume`. Its MLflow run must say stopped_early /
     FINISHED and its Optuna trial PRUNED (before: 'interrupted' / KILLED for good, Optuna RUNNING;
     CI caught it once in test_asha_promote_sweep_interrupted_twice...)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("t")
-    parent = client.create_run(exp).info.run_id
+    uri, client, exp, parent = sweep
     searcher = PrunedAwareOptunaSearch(space={"lr": tune.loguniform(1e-4, 1e-1)}, metric="val_ndcg_10", mode="max",
                                        epochs_of=lambda c: EPOCHS, storage=optuna.storages.InMemoryStorage(),
                                        study_name="s")
@@ -55,11 +63,8 @@ def test_a_trial_asha_stops_right_after_a_ctrl_c_is_stopped_early_everywhere(tmp
     assert ot.state == optuna.trial.TrialState.PRUNED and ot.intermediate_values == {1: 0.1, 2: 0.2}
 
 
-def test_close_running_marks_only_the_runs_a_ctrl_c_left_open(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("t")
-    parent = client.create_run(exp).info.run_id
+def test_close_running_marks_only_the_runs_a_ctrl_c_left_open(sweep):
+    uri, client, exp, parent = sweep
     runs = tracking.TrialRuns(uri, exp, parent, model="bpr_mf", dataset="d", spec_file="s.yaml", searched=["lr"],
                               epochs_of=lambda c: EPOCHS)
     done, cut = fake_trial("a", {"lr": 0.01}, EPOCHS), fake_trial("b", {"lr": 0.02}, 3)
