@@ -5,6 +5,8 @@
     python benchmarks/search_efficiency.py --smoke-test   # under a minute: small synthetic data, 4 trials x 3 epochs
     python benchmarks/search_efficiency.py --repeats 5 --samples 48 --set search.multivariate=true \
         --set search.group=true --tag _mvtpe48           # a TPE variant, written beside the main result
+    python benchmarks/search_efficiency.py --repeats 1 --first-repeat 0 --samples 32 \
+        --extend-random benchmarks/results/search_efficiency.json --tag _32  # 16 stored random draws + 16 new
 
 Target (issue): ASHA + TPE with the default bpr.yaml budget reaches >= 98% of the best validation
 NDCG@10 found by random search over the same number of configs run to full length, while spending
@@ -44,6 +46,7 @@ sys.path.insert(0, ROOT)
 SPEC = os.path.join(ROOT, "search_spaces", "bpr.yaml")
 BEAUTY = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "s3rec", "Beauty.txt"))
 RATIO_TARGET, EPOCHS_TARGET = 0.98, 0.35
+EXTEND_SEED = 1000  # --extend-random's added draws use search seed 1000 + r: never a repeat's own seed
 
 
 def main(argv=None) -> int:
@@ -56,6 +59,10 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke-test", action="store_true", help="500 users of the spec's synthetic data, 4 trials x 3 epochs, 1 repeat")
     ap.add_argument("--reuse-random", metavar="JSON", help="take each repeat's random search (which the ASHA "
                     "settings do not affect) from this earlier JSON instead of running it again")
+    ap.add_argument("--extend-random", metavar="JSON", help="as --reuse-random, and where that random search has "
+                    f"fewer trials than --samples, run the missing ones as a second random sweep seeded {EXTEND_SEED} + r "
+                    "and take the union (random draws are independent, so the union is a random search of --samples "
+                    "configs; its first ones stay paired with TPE's random start-up)")
     ap.add_argument("--samples", type=int, help="trials per sweep, both arms (default: bpr.yaml's 16)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a spec override for the ASHA + TPE arm only, as `tuner run --set` (repeatable), e.g. "
@@ -85,15 +92,28 @@ def main(argv=None) -> int:
     except (ValueError, TunerError) as e:
         print(f"benchmarks/search_efficiency.py: {'--set ' if isinstance(e, ValueError) else ''}{e}", file=sys.stderr)
         return 2
-    reused = random_arms(args.reuse_random) if args.reuse_random else {}
+    if args.reuse_random and args.extend_random:
+        print("benchmarks/search_efficiency.py: --reuse-random and --extend-random: give one", file=sys.stderr)
+        return 2
+    if args.extend_random and args.samples is None:
+        print("benchmarks/search_efficiency.py: --extend-random needs --samples (how many configs the union holds)",
+              file=sys.stderr)
+        return 2
+    reused_from = args.reuse_random or args.extend_random
+    reused = random_arms(reused_from) if reused_from else {}
     load_start = os.getloadavg()
     cluster.start(None, 0)  # once, so neither sweep's wall time includes Ray's start
     rows = []
     with tempfile.TemporaryDirectory(prefix="search_efficiency-") as tmp:
         for r in range(args.first_repeat, args.first_repeat + repeats):
             asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r, **both, **args.overrides})
-            rand = reused.get(r) or run_sweep(args, tmp, {"name": f"random-r{r}", "search.seed": r, "search.algo": "random",
-                                                          "scheduler.type": "fifo", "diagnose.enabled": False, **both})
+            rand_over = {"search.algo": "random", "scheduler.type": "fifo", "diagnose.enabled": False}
+            rand = reused.get(r) or run_sweep(args, tmp, {"name": f"random-r{r}", "search.seed": r, **rand_over, **both})
+            missing = (args.samples - len(rand["trials"])) if args.extend_random else 0
+            if missing > 0:
+                more = run_sweep(args, tmp, {"name": f"random-r{r}-more", "search.seed": EXTEND_SEED + r, **rand_over,
+                                             "search.samples": missing})
+                rand = union(rand, more, EXTEND_SEED + r)
             rows.append(compare(r, asha, rand))
             print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith(("trials", "curves"))}, default=str), flush=True)
 
@@ -174,6 +194,26 @@ def random_arms(path: str) -> dict[int, dict]:
                             "status_counts": row["random_status_counts"], "trials": row["random_trials"],
                             "curves": row.get("random_curves", {}), "reused_from": os.path.relpath(path, ROOT)}
             for row in rows}
+
+
+def union(first: dict, more: dict, seed: int) -> dict:
+    """Two random searches as one: `more`'s trials numbered after `first`'s. Curves are kept only if
+    `first` has them for every trial (a replay on part of a search would compare the wrong best)."""
+    n = len(first["trials"])
+    # numbered on from first's last trial, whether a table counts from 0 (now) or from 1 (older JSONs)
+    shift = max(int(t["trial"]) for t in first["trials"]) + 1 - min(int(t["trial"]) for t in more["trials"])
+    trials = first["trials"] + [{**t, "trial": int(t["trial"]) + shift} for t in more["trials"]]
+    counts = dict(first["status_counts"])
+    for status, c in more["status_counts"].items():
+        counts[status] = counts.get(status, 0) + c
+    whole = len(first.get("curves") or {}) == n
+    curves = {**first["curves"], **{str(int(k) + shift): v for k, v in more["curves"].items()}} if whole else {}
+    return {"best": max(first["best"], more["best"]), "epochs": first["epochs"] + more["epochs"],
+            "full_budget": first["full_budget"] + more["full_budget"],
+            "wall_seconds": round(first["wall_seconds"] + more["wall_seconds"], 1),
+            "best_config": first["best_config"] if first["best"] >= more["best"] else more["best_config"],
+            "status_counts": counts, "trials": trials, "curves": curves,
+            "reused_from": f"{first.get('reused_from') or 'this run'} + {len(more['trials'])} draws seeded {seed}"}
 
 
 def asha_replay(curves: list[list[float]], grace: int, eta: int) -> tuple[float, int]:
@@ -309,6 +349,7 @@ def summarize(rows: list[dict], args, load_start) -> dict:
         "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {args.repeats}")
                    + (f" --first-repeat {args.first_repeat}" if args.first_repeat else "")
                    + (f" --reuse-random {args.reuse_random}" if args.reuse_random else "")
+                   + (f" --extend-random {args.extend_random}" if args.extend_random else "")
                    + (f" --samples {args.samples}" if args.samples is not None else "")
                    + "".join(f" --set {s}" for s in args.set) + (f" --tag {args.tag}" if args.tag else "")
                    + (f" (merged with the earlier JSON's repeats 0-{args.first_repeat - 1})" if args.first_repeat else ""),
@@ -373,7 +414,8 @@ def markdown(rec: dict) -> str:
     reused = sorted({row["random_reused_from"] for row in rec["rows"] if row.get("random_reused_from")})
     if reused:
         lines += [f"Random searches reused from {', '.join(reused)} (same space and seeds; ASHA settings do not "
-                  "affect a FIFO sweep), so their wall times are from that run.", ""]
+                  "affect a FIFO sweep), so their wall times are from that run"
+                  + (" (plus the added draws' sweep, run here)" if any(" + " in f for f in reused) else "") + ".", ""]
     for row in rec["rows"]:
         lines.append(f"- repeat {row['repeat']}: ASHA+TPE best config `{json.dumps(row['asha_best_config'], default=str)}`; "
                      f"random best config `{json.dumps(row['random_best_config'], default=str)}`")

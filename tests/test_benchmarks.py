@@ -68,3 +68,22 @@ def test_search_efficiency_set_reads_values_as_yaml_and_refuses_a_bare_key():
         "search.multivariate": True, "search.n_startup_trials": 8, "scheduler.type": "asha"}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         se.overrides_of(["search.group"])
+
+
+def test_extend_random_union_numbers_the_added_draws_after_the_stored_ones():
+    import search_efficiency as se
+
+    first = {"best": 0.3, "epochs": 4, "full_budget": 4, "wall_seconds": 10.0, "best_config": {"lr": 1},
+             "status_counts": {"completed": 2}, "trials": [{"trial": 1}, {"trial": 2}],
+             "curves": {"1": [0.1, 0.2], "2": [0.2, 0.3]}, "reused_from": "old.json"}
+    more = {"best": 0.5, "epochs": 3, "full_budget": 4, "wall_seconds": 5.0, "best_config": {"lr": 2},
+            "status_counts": {"completed": 1, "error": 1}, "trials": [{"trial": 0}, {"trial": 1}],  # counted from 0
+            "curves": {"0": [0.5, 0.4], "1": [0.1]}}
+    u = se.union(first, more, 1007)
+    assert [t["trial"] for t in u["trials"]] == [1, 2, 3, 4]  # first counted from 1 (an older JSON)
+    assert u["curves"]["3"] == [0.5, 0.4] and sorted(u["curves"], key=int) == ["1", "2", "3", "4"]
+    assert (u["best"], u["best_config"], u["epochs"], u["full_budget"]) == (0.5, {"lr": 2}, 7, 8)
+    assert u["status_counts"] == {"completed": 3, "error": 1} and u["wall_seconds"] == 15.0
+    assert u["reused_from"] == "old.json + 2 draws seeded 1007"
+    # a stored search without curves for every trial: no curves at all (a replay would miss its best)
+    assert se.union({**first, "curves": {}}, more, 1007)["curves"] == {}
