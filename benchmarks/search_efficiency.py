@@ -197,17 +197,15 @@ def random_arms(path: str) -> dict[int, dict]:
 
 
 def union(first: dict, more: dict, seed: int) -> dict:
-    """Two random searches as one: `more`'s trials numbered after `first`'s. Curves are kept only if
-    `first` has them for every trial (a replay on part of a search would compare the wrong best)."""
-    n = len(first["trials"])
+    """Two random searches as one: `more`'s trials numbered after `first`'s; curves as far as either has
+    them (replay_rows skips a search without a curve for every trial)."""
     # numbered on from first's last trial, whether a table counts from 0 (now) or from 1 (older JSONs)
     shift = max(int(t["trial"]) for t in first["trials"]) + 1 - min(int(t["trial"]) for t in more["trials"])
     trials = first["trials"] + [{**t, "trial": int(t["trial"]) + shift} for t in more["trials"]]
     counts = dict(first["status_counts"])
     for status, c in more["status_counts"].items():
         counts[status] = counts.get(status, 0) + c
-    whole = len(first.get("curves") or {}) == n
-    curves = {**first["curves"], **{str(int(k) + shift): v for k, v in more["curves"].items()}} if whole else {}
+    curves = {**first["curves"], **{str(int(k) + shift): v for k, v in more["curves"].items()}}
     return {"best": max(first["best"], more["best"]), "epochs": first["epochs"] + more["epochs"],
             "full_budget": first["full_budget"] + more["full_budget"],
             "wall_seconds": round(first["wall_seconds"] + more["wall_seconds"], 1),
@@ -290,7 +288,8 @@ def replay_table(path: str) -> str:
 def replay_rows(rows: list[dict]) -> str:
     """For every repeat with stored curves: both ASHA rules replayed on its random search (the same
     configs, run to full length): best / random best, and trial-epochs / full budget."""
-    rows = [row for row in rows if row.get("random_curves")]
+    # a search with a trial's curve missing (a JSON from before curves were stored) would replay to the wrong best
+    rows = [row for row in rows if row.get("random_curves") and len(row["random_curves"]) == len(row["random_trials"])]
     if not rows:
         return ""
     from tuner.spec import SchedulerSpec

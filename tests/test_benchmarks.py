@@ -85,5 +85,9 @@ def test_extend_random_union_numbers_the_added_draws_after_the_stored_ones():
     assert (u["best"], u["best_config"], u["epochs"], u["full_budget"]) == (0.5, {"lr": 2}, 7, 8)
     assert u["status_counts"] == {"completed": 3, "error": 1} and u["wall_seconds"] == 15.0
     assert u["reused_from"] == "old.json + 2 draws seeded 1007"
-    # a stored search without curves for every trial: no curves at all (a replay would miss its best)
-    assert se.union({**first, "curves": {}}, more, 1007)["curves"] == {}
+    # a stored search without curves (an older JSON): the added draws' curves are kept, the replay skips the row
+    partial = se.union({**first, "curves": {}}, more, 1007)
+    assert sorted(partial["curves"]) == ["3", "4"]
+    row = {"repeat": 0, "random_curves": partial["curves"], "random_trials": partial["trials"]}
+    assert se.replay_rows([row]) == ""
+    assert se.replay_rows([{**row, "random_curves": u["curves"]}]).count("\n") == 31  # header, rule, 30 schedules
