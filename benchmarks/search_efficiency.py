@@ -101,6 +101,13 @@ def main(argv=None) -> int:
         return 2
     reused_from = args.reuse_random or args.extend_random
     reused = random_arms(reused_from) if reused_from else {}
+    if args.reuse_random and args.samples is not None:  # a 16-draw random arm is no baseline for 32 samples
+        sizes = {r: len(arm["trials"]) for r, arm in reused.items() if len(arm["trials"]) != args.samples}
+        if sizes:
+            print(f"benchmarks/search_efficiency.py: --reuse-random {args.reuse_random}: repeat "
+                  f"{', '.join(f'{r} has {n} trials' for r, n in sizes.items())}, not --samples {args.samples} "
+                  "(--extend-random adds the missing draws)", file=sys.stderr)
+            return 2
     load_start = os.getloadavg()
     cluster.start(None, 0)  # once, so neither sweep's wall time includes Ray's start
     rows = []

@@ -91,3 +91,18 @@ def test_extend_random_union_numbers_the_added_draws_after_the_stored_ones():
     row = {"repeat": 0, "random_curves": partial["curves"], "random_trials": partial["trials"]}
     assert se.replay_rows([row]) == ""
     assert se.replay_rows([{**row, "random_curves": u["curves"]}]).count("\n") == 31  # header, rule, 30 schedules
+
+
+def test_reuse_random_refuses_a_random_arm_of_another_size(tmp_path, capsys):
+    import json
+
+    import search_efficiency as se
+
+    stored = tmp_path / "se.json"
+    stored.write_text(json.dumps({"rows": [{"repeat": 0, "random_best": 0.1, "random_epochs": 4, "full_budget": 4,
+                                            "random_wall_seconds": 1, "random_best_config": {},
+                                            "random_status_counts": {}, "random_trials": [{"trial": 0}]}]}))
+    out = tmp_path / "out"
+    assert se.main(["--smoke-test", "--samples", "4", "--reuse-random", str(stored), "--output", str(out)]) == 2
+    assert "repeat 0 has 1 trials, not --samples 4" in capsys.readouterr().err
+    assert not out.exists()  # refused before Ray starts or anything is written
