@@ -101,12 +101,14 @@ def main(argv=None) -> int:
         return 2
     reused_from = args.reuse_random or args.extend_random
     reused = random_arms(reused_from) if reused_from else {}
-    if args.reuse_random and args.samples is not None:  # a 16-draw random arm is no baseline for 32 samples
-        sizes = {r: len(arm["trials"]) for r, arm in reused.items() if len(arm["trials"]) != args.samples}
+    if args.samples is not None:  # a random arm of another size is no baseline: 16 draws against 32 samples
+        flag = "--reuse-random" if args.reuse_random else "--extend-random"
+        sizes = {r: len(arm["trials"]) for r, arm in reused.items()
+                 if len(arm["trials"]) > args.samples or (args.reuse_random and len(arm["trials"]) != args.samples)}
         if sizes:
-            print(f"benchmarks/search_efficiency.py: --reuse-random {args.reuse_random}: repeat "
-                  f"{', '.join(f'{r} has {n} trials' for r, n in sizes.items())}, not --samples {args.samples} "
-                  "(--extend-random adds the missing draws)", file=sys.stderr)
+            print(f"benchmarks/search_efficiency.py: {flag} {reused_from}: repeat "
+                  f"{', '.join(f'{r} has {n} trials' for r, n in sizes.items())}, not --samples {args.samples}"
+                  + (" (--extend-random adds the missing draws)" if args.reuse_random else ""), file=sys.stderr)
             return 2
     load_start = os.getloadavg()
     cluster.start(None, 0)  # once, so neither sweep's wall time includes Ray's start
@@ -116,8 +118,8 @@ def main(argv=None) -> int:
             asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r, **both, **args.overrides})
             rand_over = {"search.algo": "random", "scheduler.type": "fifo", "diagnose.enabled": False}
             rand = reused.get(r) or run_sweep(args, tmp, {"name": f"random-r{r}", "search.seed": r, **rand_over, **both})
-            missing = (args.samples - len(rand["trials"])) if args.extend_random else 0
-            if missing > 0:
+            missing = (args.samples - len(rand["trials"])) if args.extend_random else 0  # >= 0, checked above
+            if missing:
                 more = run_sweep(args, tmp, {"name": f"random-r{r}-more", "search.seed": EXTEND_SEED + r, **rand_over,
                                              "search.samples": missing})
                 rand = union(rand, more, EXTEND_SEED + r)

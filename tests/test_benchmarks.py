@@ -106,3 +106,9 @@ def test_reuse_random_refuses_a_random_arm_of_another_size(tmp_path, capsys):
     assert se.main(["--smoke-test", "--samples", "4", "--reuse-random", str(stored), "--output", str(out)]) == 2
     assert "repeat 0 has 1 trials, not --samples 4" in capsys.readouterr().err
     assert not out.exists()  # refused before Ray starts or anything is written
+    # --extend-random can add draws but not take any away
+    bigger = tmp_path / "big.json"
+    rows = json.loads(stored.read_text())["rows"]
+    bigger.write_text(json.dumps({"rows": [{**rows[0], "random_trials": [{"trial": 0}, {"trial": 1}]}]}))
+    assert se.main(["--smoke-test", "--samples", "1", "--extend-random", str(bigger), "--output", str(out)]) == 2
+    assert "--extend-random" in capsys.readouterr().err and not out.exists()
