@@ -123,7 +123,7 @@ def main(argv=None) -> int:
                 more = run_sweep(args, tmp, {"name": f"random-r{r}-more", "search.seed": EXTEND_SEED + r, **rand_over,
                                              "search.samples": missing})
                 rand = union(rand, more, EXTEND_SEED + r)
-            rows.append(compare(r, asha, rand))
+            rows.append({**compare(r, asha, rand), "command": command_of(args, r)})
             print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith(("trials", "curves"))}, default=str), flush=True)
 
     stem = os.path.join(args.output, "search_efficiency" + args.tag + ("_smoke" if args.smoke_test else ""))
@@ -352,14 +352,9 @@ def summarize(rows: list[dict], args, load_start) -> dict:
     return {
         "benchmark": "search_efficiency", "smoke_test": args.smoke_test,
         "data": "bpr.yaml's synthetic generator, 500 users x 200 items" if args.smoke_test else os.path.relpath(os.path.abspath(args.data), ROOT),
-        "spec": "search_spaces/bpr.yaml", "scheduler": scheduler_of_spec(), "asha_overrides": args.overrides,
+        "spec": "search_spaces/bpr.yaml", "scheduler": scheduler_of_spec(args.overrides), "asha_overrides": args.overrides,
         "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
-        "command": "python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {args.repeats}")
-                   + (f" --first-repeat {args.first_repeat}" if args.first_repeat else "")
-                   + (f" --reuse-random {args.reuse_random}" if args.reuse_random else "")
-                   + (f" --extend-random {args.extend_random}" if args.extend_random else "")
-                   + (f" --samples {args.samples}" if args.samples is not None else "")
-                   + "".join(f" --set {s}" for s in args.set) + (f" --tag {args.tag}" if args.tag else "")
+        "command": command_of(args)
                    + (f" (merged with the earlier JSON's repeats 0-{args.first_repeat - 1})" if args.first_repeat else ""),
         "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "rows": rows, "summary": summary,
@@ -374,10 +369,23 @@ def summarize(rows: list[dict], args, load_start) -> dict:
     }
 
 
-def scheduler_of_spec() -> str:
+def command_of(args, repeat: int | None = None) -> str:
+    """The command line that runs these sweeps again; with `repeat`, that repeat alone (each row keeps its
+    own, since repeats merged into one JSON may come from runs with other flags)."""
+    first, n = (args.first_repeat, args.repeats) if repeat is None else (repeat, 1)
+    return ("python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {n}")
+            + (f" --first-repeat {first}" if first else "")
+            + (f" --reuse-random {args.reuse_random}" if args.reuse_random else "")
+            + (f" --extend-random {args.extend_random}" if args.extend_random else "")
+            + (f" --samples {args.samples}" if args.samples is not None else "")
+            + "".join(f" --set {s}" for s in args.set) + (f" --tag {args.tag}" if args.tag else ""))
+
+
+def scheduler_of_spec(overrides: dict | None = None) -> str:
+    """The ASHA + TPE arm's scheduler: bpr.yaml's, after the arm's --set overrides."""
     from tuner import spec as specmod
 
-    spec = specmod.load(SPEC)
+    spec = specmod.load(SPEC, {k: v for k, v in (overrides or {}).items() if k.startswith("scheduler.")})
     sch = spec.scheduler
     return (f"{sch.type}, grace {sch.grace_period}, reduction {sch.reduction_factor:g}, rungs at epochs "
             f"{', '.join(map(str, sch.rungs(spec.max_epochs()))) or '-'}")
@@ -390,9 +398,9 @@ def markdown(rec: dict) -> str:
         f"# Search efficiency: ASHA + TPE vs random search run to full length ({rec['data']})",
         "",
         f"Command: `{rec['command']}` ({rec['cpu_count']} cores; load average at start "
-        f"{rec['loadavg_start'][0]:.2f}, at end {rec['loadavg_end'][0]:.2f}). Scheduler: "
+        f"{rec['loadavg_start'][0]:.2f}, at end {rec['loadavg_end'][0]:.2f}). ASHA+TPE arm's scheduler: "
         f"{rec.get('scheduler', 'not recorded')}"
-        + (f"; ASHA+TPE arm also: {', '.join(f'{k}={v}' for k, v in rec['asha_overrides'].items())}"
+        + (f" (bpr.yaml with {', '.join(f'{k}={v}' for k, v in rec['asha_overrides'].items())})"
            if rec.get("asha_overrides") else "") + ". Best = best validation NDCG@10 over "
         "all trials and epochs; epochs = trial-epochs spent (sum of epochs_run).",
         "",
@@ -424,6 +432,9 @@ def markdown(rec: dict) -> str:
         lines += [f"Random searches reused from {', '.join(reused)} (same space and seeds; ASHA settings do not "
                   "affect a FIFO sweep), so their wall times are from that run"
                   + (" (plus the added draws' sweep, run here)" if any(" + " in f for f in reused) else "") + ".", ""]
+    if any(row.get("command") for row in rec["rows"]):  # merged runs: each repeat's own command
+        lines += ["Each repeat's command:", ""] + [f"- repeat {row['repeat']}: `{row['command']}`"
+                                                   for row in rec["rows"] if row.get("command")] + [""]
     for row in rec["rows"]:
         lines.append(f"- repeat {row['repeat']}: ASHA+TPE best config `{json.dumps(row['asha_best_config'], default=str)}`; "
                      f"random best config `{json.dumps(row['random_best_config'], default=str)}`")

@@ -112,3 +112,26 @@ def test_reuse_random_refuses_a_random_arm_of_another_size(tmp_path, capsys):
     bigger.write_text(json.dumps({"rows": [{**rows[0], "random_trials": [{"trial": 0}, {"trial": 1}]}]}))
     assert se.main(["--smoke-test", "--samples", "1", "--extend-random", str(bigger), "--output", str(out)]) == 2
     assert "--extend-random" in capsys.readouterr().err and not out.exists()
+
+
+def test_search_efficiency_names_the_asha_arms_scheduler_and_each_repeats_command():
+    import argparse
+
+    import search_efficiency as se
+
+    over = {"scheduler.grace_period": 1, "scheduler.reduction_factor": 4, "search.multivariate": True}
+    assert se.scheduler_of_spec(over) == "asha_promote, grace 1, reduction 4, rungs at epochs 1, 4"
+    assert se.scheduler_of_spec() == "asha_promote, grace 2, reduction 3, rungs at epochs 2, 6"  # bpr.yaml's
+    args = argparse.Namespace(smoke_test=False, repeats=3, first_repeat=2, reuse_random=None,
+                              extend_random="old.json", samples=32, set=["scheduler.grace_period=1"], tag="_x",
+                              overrides={"scheduler.grace_period": 1}, data=se.BEAUTY)
+    assert se.command_of(args, 3) == ("python benchmarks/search_efficiency.py --repeats 1 --first-repeat 3 "
+                                      "--extend-random old.json --samples 32 --set scheduler.grace_period=1 --tag _x")
+    assert se.command_of(args, 0).startswith("python benchmarks/search_efficiency.py --repeats 1 --extend-random")
+    row = {"repeat": 0, "asha_best": 0.2, "random_best": 0.1, "ratio": 2.0, "asha_epochs": 2, "random_epochs": 8,
+           "epoch_fraction": 0.25, "asha_wall_seconds": 1, "random_wall_seconds": 2, "ratio_met": True,
+           "epoch_fraction_met": True, "asha_best_config": {}, "random_best_config": {}, "random_trials": []}
+    rows = [{**row, "command": "cmd-a"}, {**row, "repeat": 1}]  # an older row has no command: not listed
+    md = se.markdown(se.summarize(rows, args, (0.0, 0.0, 0.0)))
+    assert "ASHA+TPE arm's scheduler: asha_promote, grace 1, reduction 3, rungs at epochs 1, 3 (bpr.yaml with scheduler.grace_period=1)" in md
+    assert "- repeat 0: `cmd-a`" in md and "- repeat 1: `" not in md
