@@ -46,6 +46,8 @@ sys.path.insert(0, ROOT)
 SPEC = os.path.join(ROOT, "search_spaces", "bpr.yaml")
 BEAUTY = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "s3rec", "Beauty.txt"))
 RATIO_TARGET, EPOCHS_TARGET = 0.98, 0.35
+SMOKE = {"search.samples": 4, "fixed.epochs": 3,  # a sixth of bpr.yaml's synthetic data: seconds per sweep
+         "data.synthetic.n_users": 500, "data.synthetic.n_items": 200}
 EXTEND_SEED = 1000  # --extend-random's added draws use search seed 1000 + r: never a repeat's own seed
 
 
@@ -160,8 +162,7 @@ def run_sweep(args, tmp: str, overrides: dict) -> dict:
     from tuner import sweep
 
     if args.smoke_test:
-        over = {"search.samples": 4, "fixed.epochs": 3,  # a sixth of bpr.yaml's synthetic data: seconds per sweep
-                "data.synthetic.n_users": 500, "data.synthetic.n_items": 200}
+        over = SMOKE
     else:
         over = {"data.source": "file", "data.path": os.path.abspath(args.data)}
     spec = specmod.load(SPEC, {**over, **overrides})
@@ -352,7 +353,7 @@ def summarize(rows: list[dict], args, load_start) -> dict:
     return {
         "benchmark": "search_efficiency", "smoke_test": args.smoke_test,
         "data": "bpr.yaml's synthetic generator, 500 users x 200 items" if args.smoke_test else os.path.relpath(os.path.abspath(args.data), ROOT),
-        "spec": "search_spaces/bpr.yaml", "scheduler": scheduler_of_spec(args.overrides), "asha_overrides": args.overrides,
+        "spec": "search_spaces/bpr.yaml", "scheduler": scheduler_of_spec(args.overrides, args.smoke_test), "asha_overrides": args.overrides,
         "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
         "command": command_of(args)
                    + (f" (merged with the earlier JSON's repeats 0-{args.first_repeat - 1})" if args.first_repeat else ""),
@@ -381,11 +382,13 @@ def command_of(args, repeat: int | None = None) -> str:
             + "".join(f" --set {s}" for s in args.set) + (f" --tag {args.tag}" if args.tag else ""))
 
 
-def scheduler_of_spec(overrides: dict | None = None) -> str:
-    """The ASHA + TPE arm's scheduler: bpr.yaml's, after the arm's --set overrides."""
+def scheduler_of_spec(overrides: dict | None = None, smoke_test: bool = False) -> str:
+    """The ASHA + TPE arm's scheduler: bpr.yaml's, after the arm's --set overrides (and the smoke test's
+    epochs, which move the rungs)."""
     from tuner import spec as specmod
 
-    spec = specmod.load(SPEC, {k: v for k, v in (overrides or {}).items() if k.startswith("scheduler.")})
+    keep = {k: v for k, v in (overrides or {}).items() if k.startswith(("scheduler.", "fixed.epochs"))}
+    spec = specmod.load(SPEC, {**(SMOKE if smoke_test else {}), **keep})
     sch = spec.scheduler
     return (f"{sch.type}, grace {sch.grace_period}, reduction {sch.reduction_factor:g}, rungs at epochs "
             f"{', '.join(map(str, sch.rungs(spec.max_epochs()))) or '-'}")

@@ -122,6 +122,7 @@ def test_search_efficiency_names_the_asha_arms_scheduler_and_each_repeats_comman
     over = {"scheduler.grace_period": 1, "scheduler.reduction_factor": 4, "search.multivariate": True}
     assert se.scheduler_of_spec(over) == "asha_promote, grace 1, reduction 4, rungs at epochs 1, 4"
     assert se.scheduler_of_spec() == "asha_promote, grace 2, reduction 3, rungs at epochs 2, 6"  # bpr.yaml's
+    assert se.scheduler_of_spec({}, smoke_test=True).endswith("rungs at epochs -")  # 3 epochs: no rung fits
     args = argparse.Namespace(smoke_test=False, repeats=3, first_repeat=2, reuse_random=None,
                               extend_random="old.json", samples=32, set=["scheduler.grace_period=1"], tag="_x",
                               overrides={"scheduler.grace_period": 1}, data=se.BEAUTY)
