@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--first-repeat", type=int, default=0,
-                    help="run repeats first..first+repeats-1 and merge them into an existing JSON's rows")
+                    help="run repeats first..first+repeats-1 and merge them into an existing JSON's rows "
+                         "(its other repeats are kept, whichever run finishes first)")
     ap.add_argument("--data", default=BEAUTY)
     ap.add_argument("--output", default=os.path.join(HERE, "results"), help="where the JSON and MD go")
     ap.add_argument("--smoke-test", action="store_true", help="500 users of the spec's synthetic data, 4 trials x 3 epochs, 1 repeat")
@@ -129,11 +130,8 @@ def main(argv=None) -> int:
             print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith(("trials", "curves"))}, default=str), flush=True)
 
     stem = os.path.join(args.output, "search_efficiency" + args.tag + ("_smoke" if args.smoke_test else ""))
-    if args.first_repeat and os.path.isfile(stem + ".json"):  # keep the earlier repeats' rows
-        with open(stem + ".json") as fh:
-            kept = [row for row in json.load(fh)["rows"] if row["repeat"] < args.first_repeat]
-        rows = kept + rows
-    record = summarize(rows, args, load_start)
+    rows, kept = merge_rows(stem + ".json", rows) if args.first_repeat else (rows, [])
+    record = summarize(rows, args, load_start, kept)
     os.makedirs(args.output, exist_ok=True)
     with open(stem + ".json", "w") as fh:
         json.dump(record, fh, indent=2, default=str)
@@ -336,7 +334,18 @@ def compare(r: int, asha: dict, rand: dict) -> dict:
     }
 
 
-def summarize(rows: list[dict], args, load_start) -> dict:
+def merge_rows(path: str, rows: list[dict]) -> tuple[list[dict], list[int]]:
+    """`rows` merged into the JSON at `path` (if any): its rows for the other repeats are kept, so runs of
+    different repeats into one file may finish in any order; returns the rows by repeat and the kept repeats."""
+    if not os.path.isfile(path):
+        return rows, []
+    ran = {row["repeat"] for row in rows}
+    with open(path) as fh:
+        kept = [row for row in json.load(fh)["rows"] if row["repeat"] not in ran]
+    return sorted(kept + rows, key=lambda row: row["repeat"]), [row["repeat"] for row in kept]
+
+
+def summarize(rows: list[dict], args, load_start, kept: list[int] = ()) -> dict:
     def mean(key):
         return sum(row[key] for row in rows) / len(rows)
 
@@ -356,7 +365,7 @@ def summarize(rows: list[dict], args, load_start) -> dict:
         "spec": "search_spaces/bpr.yaml", "scheduler": scheduler_of_spec(args.overrides, args.smoke_test), "asha_overrides": args.overrides,
         "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
         "command": command_of(args)
-                   + (f" (merged with the earlier JSON's repeats 0-{args.first_repeat - 1})" if args.first_repeat else ""),
+                   + (f" (merged with the earlier JSON's repeats {', '.join(map(str, sorted(kept)))})" if kept else ""),
         "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "rows": rows, "summary": summary,
         "figures": [

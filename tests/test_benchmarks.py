@@ -136,3 +136,18 @@ def test_search_efficiency_names_the_asha_arms_scheduler_and_each_repeats_comman
     md = se.markdown(se.summarize(rows, args, (0.0, 0.0, 0.0)))
     assert "ASHA+TPE arm's scheduler: asha_promote, grace 1, reduction 3, rungs at epochs 1, 3 (bpr.yaml with scheduler.grace_period=1)" in md
     assert "- repeat 0: `cmd-a`" in md and "- repeat 1: `" not in md
+
+
+def test_search_efficiency_merges_repeats_whichever_run_finishes_first(tmp_path):
+    """Two runs of different repeats into one JSON (run side by side): the later writer keeps the earlier's row."""
+    import json
+
+    import search_efficiency as se
+
+    path = str(tmp_path / "se.json")
+    assert se.merge_rows(path, [{"repeat": 3}]) == ([{"repeat": 3}], [])  # no file yet
+    (tmp_path / "se.json").write_text(json.dumps({"rows": [{"repeat": 0}, {"repeat": 1}, {"repeat": 3, "old": 1}]}))
+    rows, kept = se.merge_rows(path, [{"repeat": 2}])  # repeat 3 finished first: it is kept, after repeat 2
+    assert [r["repeat"] for r in rows] == [0, 1, 2, 3] and kept == [0, 1, 3]
+    rows, kept = se.merge_rows(path, [{"repeat": 3}])  # a rerun of repeat 3 replaces its row
+    assert rows == [{"repeat": 0}, {"repeat": 1}, {"repeat": 3}] and kept == [0, 1]
