@@ -64,11 +64,14 @@ class SearchSpec:
     # Optuna's TPESampler options (algo tpe only; names as Optuna's): random trials before TPE
     # models (the warm-up phase), a joint density over the knobs instead of one per knob, that
     # joint density per group of knobs that occur together (conditional `when` spaces), and
-    # running trials counted as if they had scored worst (so parallel workers do not propose the same)
+    # running trials counted as if they had scored worst (so parallel workers do not propose the same);
+    # paused_as_pruned is ours, not Optuna's: trials waiting at an asha_promote rung (RUNNING to
+    # Optuna) count as PRUNED at their last epoch while TPE samples (tuner/sampler.py says why)
     n_startup_trials: int = bounded(10, low=0, high=100_000)
     multivariate: bool = False
     group: bool = False
     constant_liar: bool = False
+    paused_as_pruned: bool = False
     study_name: str | None = text(None, max_len=200)
     # Optuna's RDB storage (sqlite:///..., postgresql://user@host/db, mysql://...); default: optuna.db
     # beside mlflow.db. A shared database lets several drivers sweep at once and one dashboard read

@@ -36,6 +36,7 @@ from tuner.pipeline import Interrupted, SweepResult  # noqa: F401 - callers catc
 from trainables.data import Dataset
 from trainables.errors import TunerError, redact
 from tuner.checks import describe_uri
+from tuner.sampler import PausedAwareTPESampler
 from tuner.schedulers import Asha, Fifo, PauseAwareLimiter, PromotionASHA, Rebase
 from tuner.searcher import PrunedAwareOptunaSearch
 from tuner.space import define_by_run
@@ -83,9 +84,9 @@ def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):
     s = spec.search
     with warnings.catch_warnings():  # multivariate, group, constant_liar: "experimental" in Optuna since 2.x
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = (optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials,
-                                              multivariate=s.multivariate, group=s.group,
-                                              constant_liar=s.constant_liar) if s.algo == "tpe"
+        tpe = PausedAwareTPESampler if s.paused_as_pruned else optuna.samplers.TPESampler
+        sampler = (tpe(seed=s.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate,
+                       group=s.group, constant_liar=s.constant_liar) if s.algo == "tpe"
                    else optuna.samplers.RandomSampler(seed=s.seed))
     searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name, mode=spec.metric.mode,
                                        sampler=sampler, epochs_of=epochs_counter(spec),

@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+import optuna
 import yaml
 
 from helpers import assert_location, raises_tuner_error, write
 from tuner import spec as S
+from tuner.sampler import PausedAwareTPESampler
 from trainables.losses import accepted
 from trainables import MODELS
 from trainables.bpr_mf import Config as BPRConfig
@@ -272,3 +274,8 @@ def test_tpe_options_reach_optunas_sampler(tmp_path):
     plain = S.load(write(tmp_path, "plain.yaml", yaml.safe_dump({**body, "search": {"samples": 4}})))
     sampler = sweep._search(plain, str(tmp_path), "t")[0]._sampler
     assert (sampler._n_startup_trials, sampler._multivariate, sampler._group) == (10, False, False)  # Optuna's defaults
+    assert type(sampler) is optuna.samplers.TPESampler
+    paused = S.load(write(tmp_path, "paused.yaml", yaml.safe_dump({**body, "search": {"paused_as_pruned": True}})))
+    assert isinstance(sweep._search(paused, str(tmp_path), "t")[0]._sampler, PausedAwareTPESampler)
+    rand = write(tmp_path, "rand.yaml", yaml.safe_dump({**body, "search": {"algo": "random", "paused_as_pruned": True}}))
+    assert "search.paused_as_pruned" in raises_tuner_error(S.load, rand)
