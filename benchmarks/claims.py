@@ -143,4 +143,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import entry
+
+    raise SystemExit(entry.run(main, "benchmarks/claims.py"))

@@ -238,4 +238,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import entry
+
+    raise SystemExit(entry.run(main, "benchmarks/sasrec_beauty.py"))

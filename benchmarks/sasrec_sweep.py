@@ -262,4 +262,6 @@ def report(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import entry
+
+    raise SystemExit(entry.run(main, "benchmarks/sasrec_sweep.py"))

@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     repeats = 1 if args.smoke_test else args.repeats
     from trainables.errors import TunerError
     from tuner import spec as specmod
+    from tuner.pipeline import Interrupted
 
     both = {"search.samples": args.samples} if args.samples is not None else {}
     try:
@@ -116,6 +117,28 @@ def main(argv=None) -> int:
     load_start = os.getloadavg()
     cluster.start(None, 0)  # once, so neither sweep's wall time includes Ray's start
     rows = []
+    try:
+        run_repeats(args, repeats, both, reused, rows)
+    except (Interrupted, KeyboardInterrupt):  # Ctrl+C: the sweeps lived in a temp folder, nothing to resume
+        done = ", ".join(str(row["repeat"]) for row in rows) or "none"
+        print(f"benchmarks/search_efficiency.py: interrupted; nothing written (repeats finished: {done})",
+              file=sys.stderr)
+        return 130
+
+    stem = os.path.join(args.output, "search_efficiency" + args.tag + ("_smoke" if args.smoke_test else ""))
+    rows, kept = merge_rows(stem + ".json", rows) if args.first_repeat else (rows, [])
+    record = summarize(rows, args, load_start, kept)
+    os.makedirs(args.output, exist_ok=True)
+    with open(stem + ".json", "w") as fh:
+        json.dump(record, fh, indent=2, default=str)
+    with open(stem + ".md", "w") as fh:
+        fh.write(markdown(record))
+    print(markdown(record))
+    return 0
+
+
+def run_repeats(args, repeats: int, both: dict, reused: dict, rows: list) -> None:
+    """Each repeat's two sweeps, its row appended to `rows` as it finishes."""
     with tempfile.TemporaryDirectory(prefix="search_efficiency-") as tmp:
         for r in range(args.first_repeat, args.first_repeat + repeats):
             asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r, **both, **args.overrides})
@@ -128,17 +151,6 @@ def main(argv=None) -> int:
                 rand = union(rand, more, EXTEND_SEED + r)
             rows.append({**compare(r, asha, rand), "command": command_of(args, r)})
             print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith(("trials", "curves"))}, default=str), flush=True)
-
-    stem = os.path.join(args.output, "search_efficiency" + args.tag + ("_smoke" if args.smoke_test else ""))
-    rows, kept = merge_rows(stem + ".json", rows) if args.first_repeat else (rows, [])
-    record = summarize(rows, args, load_start, kept)
-    os.makedirs(args.output, exist_ok=True)
-    with open(stem + ".json", "w") as fh:
-        json.dump(record, fh, indent=2, default=str)
-    with open(stem + ".md", "w") as fh:
-        fh.write(markdown(record))
-    print(markdown(record))
-    return 0
 
 
 def overrides_of(pairs: list[str]) -> dict:
@@ -454,4 +466,6 @@ def markdown(rec: dict) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import entry
+
+    raise SystemExit(entry.run(main, "benchmarks/search_efficiency.py"))

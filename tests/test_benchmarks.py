@@ -151,3 +151,45 @@ def test_search_efficiency_merges_repeats_whichever_run_finishes_first(tmp_path)
     assert [r["repeat"] for r in rows] == [0, 1, 2, 3] and kept == [0, 1, 3]
     rows, kept = se.merge_rows(path, [{"repeat": 3}])  # a rerun of repeat 3 replaces its row
     assert rows == [{"repeat": 0}, {"repeat": 1}, {"repeat": 3}] and kept == [0, 1]
+
+
+def test_search_efficiency_ctrl_c_is_one_line_130_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import search_efficiency as se
+    from tuner import cluster
+    from tuner.pipeline import Interrupted
+
+    def cut_short(args, repeats, both, reused, rows):  # repeat 0 done, Ctrl+C during repeat 1
+        rows.append({"repeat": 0})
+        raise Interrupted(str(tmp_path / "sweep"))
+
+    monkeypatch.setattr(cluster, "start", lambda *a, **k: None)
+    monkeypatch.setattr(se, "run_repeats", cut_short)
+    out = tmp_path / "out"
+    assert se.main(["--smoke-test", "--output", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err == "benchmarks/search_efficiency.py: interrupted; nothing written (repeats finished: 0)\n"
+    assert not out.exists()
+
+
+def test_every_benchmark_ends_on_ctrl_c_in_one_line_exit_130(tmp_path, capsys):
+    import glob
+
+    import entry
+    from tuner.pipeline import Interrupted
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    def cut_sweep():
+        raise Interrupted(str(tmp_path))
+
+    assert entry.run(ctrl_c, "benchmarks/x.py") == 130
+    assert capsys.readouterr().err == "benchmarks/x.py: interrupted\n"
+    assert entry.run(cut_sweep, "benchmarks/x.py") == 130
+    assert capsys.readouterr().err == f"benchmarks/x.py: interrupted; the sweep's state is in {tmp_path}\n"
+    assert entry.run(lambda: 0, "benchmarks/x.py") == 0
+    scripts = [p for p in glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))
+               if 'if __name__ == "__main__":' in open(p).read()]
+    assert len(scripts) >= 9
+    for path in scripts:  # each entry point goes through entry.run
+        assert f'entry.run(main, "benchmarks/{os.path.basename(path)}")' in open(path).read(), path
