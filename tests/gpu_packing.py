@@ -41,7 +41,8 @@ def devices(sweep_dir: str) -> list[str]:
 def sweep_at(fraction: float, out: str) -> dict:
     body = {"name": f"gpu{int(fraction * 100)}", "model": "bpr_mf",
             "data": {"synthetic": {"n_users": 400, "n_items": 120, "mean_length": 10, "seed": 3}},
-            "fixed": {"epochs": 4, "batch_size": 64, "loss": "bpr"},
+            # 30 epochs: with 4, a trial ended before the last one started (7 of 8 at once, CI at load ~4)
+            "fixed": {"epochs": 30, "batch_size": 64, "loss": "bpr"},
             "space": {"lr": {"type": "float", "low": 1.0e-3, "high": 3.0e-2, "log": True}},
             "search": {"samples": 8, "concurrency": 8, "seed": 0}, "scheduler": {"type": "fifo"},
             "diagnose": {"enabled": False}, "resources": {"cpu": 0.25, "gpu": fraction}}
