@@ -14,6 +14,7 @@ import json
 import os
 import time
 import warnings
+from functools import partial
 from typing import Any, Mapping
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -36,7 +37,7 @@ from tuner.pipeline import Interrupted, SweepResult  # noqa: F401 - callers catc
 from trainables.data import Dataset
 from trainables.errors import TunerError, redact
 from tuner.checks import describe_uri
-from tuner.sampler import PausedAwareTPESampler
+from tuner.sampler import TunerTPESampler
 from tuner.schedulers import Asha, Fifo, PauseAwareLimiter, PromotionASHA, Rebase
 from tuner.searcher import PrunedAwareOptunaSearch
 from tuner.space import define_by_run
@@ -84,7 +85,9 @@ def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):
     s = spec.search
     with warnings.catch_warnings():  # multivariate, group, constant_liar: "experimental" in Optuna since 2.x
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        tpe = PausedAwareTPESampler if s.paused_as_pruned else optuna.samplers.TPESampler
+        ours = {"paused_as_pruned": s.paused_as_pruned, "random_fraction": s.random_fraction}
+        tpe = (partial(TunerTPESampler, **ours) if any(ours.values())  # else Optuna's own, untouched
+               else optuna.samplers.TPESampler)
         sampler = (tpe(seed=s.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate,
                        group=s.group, constant_liar=s.constant_liar) if s.algo == "tpe"
                    else optuna.samplers.RandomSampler(seed=s.seed))

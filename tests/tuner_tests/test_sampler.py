@@ -1,5 +1,6 @@
-"""PausedAwareTPESampler on hand-made studies: trials waiting at a rung (RUNNING with an epoch
-reported) are what TPE models, and the study itself is never changed."""
+"""TunerTPESampler on hand-made studies: with paused_as_pruned, trials waiting at a rung (RUNNING with
+an epoch reported) are what TPE models, and the study itself is never changed; with random_fraction,
+that share of the trials after start-up are uniform draws, and the start-up is as without it."""
 
 import pickle
 
@@ -8,7 +9,11 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from tuner.sampler import PausedAwareTPESampler, _PausedAsPruned
+from functools import partial
+
+from tuner.sampler import TunerTPESampler, _PausedAsPruned
+
+PausedAwareTPESampler = partial(TunerTPESampler, paused_as_pruned=True)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 X = {"x": FloatDistribution(0.0, 1.0)}
@@ -78,5 +83,51 @@ def test_start_up_counts_waiting_trials(tpe, random_draws):
 
 
 def test_it_pickles_for_ray_searcher_checkpoints():
-    sampler = pickle.loads(pickle.dumps(PausedAwareTPESampler(seed=3, n_startup_trials=2)))
-    assert isinstance(sampler, PausedAwareTPESampler) and sampler._n_startup_trials == 2
+    sampler = pickle.loads(pickle.dumps(PausedAwareTPESampler(seed=3, n_startup_trials=2, random_fraction=0.5)))
+    assert isinstance(sampler, TunerTPESampler) and sampler._n_startup_trials == 2
+    assert (sampler._paused_as_pruned, sampler._random_fraction) == (True, 0.5)
+
+
+def finished_study(sampler, n):
+    """n finished trials: value x, so TPE's good group sits at x near 1 (maximise)."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for _ in range(n):
+        t = study.ask(X)
+        study.tell(t, t.params["x"])
+    return study
+
+
+def uniform_trials(sampler):
+    """The trial numbers whose knobs came from the interleaved uniform sampler."""
+    return sorted(n for n, uniform in sampler._drawn_uniform.items() if uniform)
+
+
+@pytest.mark.parametrize("fraction, expected", [(1 / 3, [11, 14, 17, 20, 23]), (0.5, [11, 13, 15, 17, 19, 21, 23]),
+                                                (0.0, [])])
+def test_a_share_of_the_trials_after_start_up_are_uniform_evenly_spaced(fraction, expected):
+    sampler = TunerTPESampler(seed=0, n_startup_trials=10, random_fraction=fraction)
+    finished_study(sampler, 24)
+    assert uniform_trials(sampler) == expected  # trials 0-9 are start-up; 10 is the first TPE proposal
+
+
+def test_the_uniform_draws_are_uniform_and_the_rest_is_tpe():
+    # TPE's good group is near x = 1, so its proposals sit high; the uniform ones spread over [0, 1]
+    sampler = TunerTPESampler(seed=0, n_startup_trials=10, random_fraction=0.5)
+    study = finished_study(sampler, 110)
+    later = study.trials[10:]
+    uniform = [t.params["x"] for t in later if sampler._drawn_uniform.get(t.number)]
+    tpe = [t.params["x"] for t in later if not sampler._drawn_uniform.get(t.number)]
+    assert len(uniform) == len(tpe) == 50
+    assert sum(tpe) / 50 > 0.85 and 0.35 < sum(uniform) / 50 < 0.65 and min(uniform) < 0.2
+
+
+@pytest.mark.parametrize("fraction", [1 / 3, 0.5])
+def test_the_start_up_draws_are_as_without_the_option(fraction):
+    plain = finished_study(optuna.samplers.TPESampler(seed=4, n_startup_trials=10), 10)
+    mixed = finished_study(TunerTPESampler(seed=4, n_startup_trials=10, random_fraction=fraction), 10)
+    assert [t.params for t in mixed.trials] == [t.params for t in plain.trials]
+
+
+def test_a_fraction_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="random_fraction"):
+        TunerTPESampler(random_fraction=1.5)

@@ -12,7 +12,7 @@ import yaml
 
 from helpers import assert_location, raises_tuner_error, write
 from tuner import spec as S
-from tuner.sampler import PausedAwareTPESampler
+from tuner.sampler import TunerTPESampler
 from trainables.losses import accepted
 from trainables import MODELS
 from trainables.bpr_mf import Config as BPRConfig
@@ -276,6 +276,13 @@ def test_tpe_options_reach_optunas_sampler(tmp_path):
     assert (sampler._n_startup_trials, sampler._multivariate, sampler._group) == (10, False, False)  # Optuna's defaults
     assert type(sampler) is optuna.samplers.TPESampler
     paused = S.load(write(tmp_path, "paused.yaml", yaml.safe_dump({**body, "search": {"paused_as_pruned": True}})))
-    assert isinstance(sweep._search(paused, str(tmp_path), "t")[0]._sampler, PausedAwareTPESampler)
-    rand = write(tmp_path, "rand.yaml", yaml.safe_dump({**body, "search": {"algo": "random", "paused_as_pruned": True}}))
-    assert "search.paused_as_pruned" in raises_tuner_error(S.load, rand)
+    sampler = sweep._search(paused, str(tmp_path), "t")[0]._sampler
+    assert isinstance(sampler, TunerTPESampler) and (sampler._paused_as_pruned, sampler._random_fraction) == (True, 0.0)
+    mixed = S.load(write(tmp_path, "mixed.yaml", yaml.safe_dump({**body, "search": {"random_fraction": 0.25}})))
+    sampler = sweep._search(mixed, str(tmp_path), "t")[0]._sampler
+    assert (sampler._paused_as_pruned, sampler._random_fraction) == (False, 0.25)
+    for knob, value in (("paused_as_pruned", True), ("random_fraction", 0.5)):
+        rand = write(tmp_path, "rand.yaml", yaml.safe_dump({**body, "search": {"algo": "random", knob: value}}))
+        assert f"search.{knob}" in raises_tuner_error(S.load, rand)
+    over = write(tmp_path, "over.yaml", yaml.safe_dump({**body, "search": {"random_fraction": 1.5}}))
+    assert "search.random_fraction" in raises_tuner_error(S.load, over)
