@@ -39,6 +39,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -299,10 +300,71 @@ def promote_replay(curves: list[list[float]], grace: int, eta: int, workers: int
                 running.append((clock + until(i, to) - to, i, to))
 
 
+def pruner_replay(curves: list[list[float]], pruner) -> tuple[float, int]:
+    """An Optuna pruner replayed on full-length curves: one worker, trials in order, each reporting its
+    epochs to an in-memory study and stopping where `should_prune()` says so (PRUNED), else COMPLETE.
+    Returns (best value seen, trial-epochs spent)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=pruner, study_name="replay")
+    best, spent = float("-inf"), 0
+    for curve in curves:
+        trial, ran = study.ask(), len(curve)
+        for epoch, value in enumerate(curve, start=1):
+            trial.report(value, epoch)
+            if epoch < len(curve) and trial.should_prune():
+                ran = epoch
+                break
+        best, spent = max(best, max(curve[:ran])), spent + ran
+        if ran < len(curve):
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, max(curve))  # what the sweep tells Optuna: the trial's best epoch
+    return best, spent
+
+
+def optuna_pruners(max_t: int) -> list[tuple[str, Any]]:
+    """Optuna's own pruners, as a user would set them for a max_t-epoch sweep (defaults, and SHA at our rungs)."""
+    import optuna
+
+    p = optuna.pruners
+    return [("MedianPruner() (defaults: 5 start-up trials)", p.MedianPruner()),
+            ("PercentilePruner(25.0, n_startup_trials=5)", p.PercentilePruner(25.0, n_startup_trials=5)),
+            ("SuccessiveHalvingPruner() (rungs 1, 4, 16)", p.SuccessiveHalvingPruner(min_resource=1)),
+            ("SuccessiveHalvingPruner(min_resource=2, reduction_factor=3) (rungs 2, 6, 18)",
+             p.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)),
+            (f"HyperbandPruner(1, {max_t}, 3) (defaults)", p.HyperbandPruner(min_resource=1, max_resource=max_t))]
+
+
+def pruner_rows(rows: list[dict]) -> str:
+    """For every repeat with stored curves: each of Optuna's pruners replayed on its random search
+    (random proposals, one worker): best / random best, and trial-epochs / random's."""
+    rows = [row for row in rows if row.get("random_curves") and len(row["random_curves"]) == len(row["random_trials"])]
+    if not rows:
+        return ""
+    per_repeat = [[row["random_curves"][k] for k in sorted(row["random_curves"], key=int)] for row in rows]
+    max_t = max(len(c) for curves in per_repeat for c in curves)
+    lines = ["| Optuna pruner | " + " | ".join(f"r{row['repeat']} ratio, fraction" for row in rows) + " |",
+             "|---|" + "---|" * len(rows)]
+    for name, _ in optuna_pruners(max_t):
+        cells = []
+        for curves in per_repeat:
+            pruner = dict(optuna_pruners(max_t))[name]  # a fresh pruner per search: Hyperband keeps state
+            best, spent = pruner_replay(curves, pruner)
+            cells.append(f"{best / max(max(c) for c in curves):.3f}, {spent / sum(len(c) for c in curves):.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def replay_table(path: str) -> str:
     with open(path) as fh:
         rows = json.load(fh)["rows"]
-    return replay_rows(rows) or f"{path}: no repeat has random_curves (run the sweeps with this version first)"
+    asha = replay_rows(rows)
+    if not asha:
+        return f"{path}: no repeat has random_curves (run the sweeps with this version first)"
+    return asha + "\n\nOptuna's own pruners on the same curves (one worker, trials in order):\n\n" + pruner_rows(rows)
 
 
 def replay_rows(rows: list[dict]) -> str:

@@ -60,6 +60,21 @@ def test_promote_replay_uses_the_schedulers_promotion_rule():
     assert se.promote_replay(curves, grace=4, eta=2, workers=2) == (5, 12)  # no rung: every trial runs to the end
 
 
+def test_pruner_replay_asks_optunas_pruner_each_epoch():
+    import optuna
+    import search_efficiency as se
+
+    # MedianPruner after 1 start-up trial: trial 1 (0 at epoch 1) is below trial 0's median (1) and stops
+    # there; trial 2 leads every epoch and runs on. A pruner that never prunes spends every epoch
+    curves = [[1, 2, 3, 4], [0, 0, 0, 5], [2, 3, 4, 5]]
+    assert se.pruner_replay(curves, optuna.pruners.MedianPruner(n_startup_trials=1)) == (5, 4 + 1 + 4)
+    assert se.pruner_replay(curves, optuna.pruners.NopPruner()) == (5, 12)
+    table = se.pruner_rows([{"repeat": 7, "random_curves": {"0": curves[0], "1": curves[1], "2": curves[2]},
+                             "random_trials": [{}, {}, {}]}])
+    assert table.splitlines()[0] == "| Optuna pruner | r7 ratio, fraction |"
+    assert len(table.splitlines()) == 2 + len(se.optuna_pruners(4))
+
+
 def test_search_efficiency_set_reads_values_as_yaml_and_refuses_a_bare_key():
     import pytest
     import search_efficiency as se
