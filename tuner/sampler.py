@@ -88,7 +88,8 @@ class TunerTPESampler(TPESampler):
         n, f = trial.number, self._random_fraction
         if n in self._drawn_uniform:
             return self._drawn_uniform[n]
-        if f == 0.0 or int((n + 1) * f) == int(n * f):
+        # + 1e-6: a fraction written in decimals (0.3333333333 for 1/3) keeps 1/3's spacing
+        if f == 0.0 or int((n + 1) * f + 1e-6) == int(n * f + 1e-6):
             return False
         seen = view._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED), use_cache=True)
         # in TPE's start-up the trial takes TPE's own random draws, as without the option

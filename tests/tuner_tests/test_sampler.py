@@ -102,8 +102,8 @@ def uniform_trials(sampler):
     return sorted(n for n, uniform in sampler._drawn_uniform.items() if uniform)
 
 
-@pytest.mark.parametrize("fraction, expected", [(1 / 3, [11, 14, 17, 20, 23]), (0.5, [11, 13, 15, 17, 19, 21, 23]),
-                                                (0.0, [])])
+@pytest.mark.parametrize("fraction, expected", [(1 / 3, [11, 14, 17, 20, 23]), (0.3333333333, [11, 14, 17, 20, 23]),
+                                                (0.5, [11, 13, 15, 17, 19, 21, 23]), (0.0, [])])
 def test_a_share_of_the_trials_after_start_up_are_uniform_evenly_spaced(fraction, expected):
     sampler = TunerTPESampler(seed=0, n_startup_trials=10, random_fraction=fraction)
     finished_study(sampler, 24)
