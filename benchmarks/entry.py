@@ -9,8 +9,10 @@ from typing import Callable
 
 
 def run(main: Callable[[], int], name: str) -> int:
+    from tuner import recover
     from tuner.pipeline import Interrupted
 
+    recover.sigterm_as_sigint()  # cluster.start keeps it past ray.init
     try:
         return main()
     except (Interrupted, KeyboardInterrupt) as e:

@@ -58,10 +58,17 @@ def wait_until(pred: Callable[[], bool], timeout: float, proc: subprocess.Popen 
 
 
 def mlflow_runs(out_dir, query: str = "") -> list:
+    """The runs in OUT/mlflow.db; none before tuner has created it. Never creates it: a client opening
+    a missing SQLite file creates the tables, racing tuner's own creation (which then exits 2)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri(out_dir))
-    exps = client.search_experiments()
+    from tuner.recover import output_lock
+
+    if not os.path.isfile(os.path.join(str(out_dir), "mlflow.db")):
+        return []
+    with output_lock(str(out_dir)):  # held by tuner while it creates the tables
+        client = MlflowClient(tracking_uri(out_dir))
+        exps = client.search_experiments()
     return client.search_runs([e.experiment_id for e in exps], query, max_results=1000) if exps else []
 
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from trainables import yamlio
 from trainables.errors import TunerError, clamp, excerpt, redact
-from tuner import provenance
+from tuner import provenance, recover
 
 MAX_SET_VALUE = 64 * 1024  # a --set value is a word or a short list; the spec file has its own cap
 
@@ -116,14 +116,6 @@ def cmd_validate(args) -> int:
 
 def _verbosity(args) -> int:
     return 0 if args.quiet else (2 if args.verbose else 1)
-
-
-def _stop_on_sigterm() -> None:
-    """SIGTERM stops a sweep like Ctrl+C: Ray Tune saves its state and `tuner resume` continues."""
-    import os
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
 def _finish(sweep, spec, fn, quiet: bool = False) -> int:
@@ -231,7 +223,7 @@ def cmd_run(args) -> int:
     _check_local_resources(spec, args.address)
     from tuner import sweep  # heavy imports only now that the spec is valid
 
-    _stop_on_sigterm()
+    recover.sigterm_as_sigint()
     source = {"spec_path": args.space, "overrides": _overrides_of(args), "smoke": bool(args.smoke_test),
               "max_epochs": args.max_epochs}
     return _finish(sweep, spec, lambda: sweep.run(spec, output=args.output, address=args.address,
@@ -252,7 +244,7 @@ def cmd_resume(args) -> int:
             raise TunerError(f"--storage {describe_uri(args.storage)}: {problem}")
     from tuner import sweep
 
-    _stop_on_sigterm()
+    recover.sigterm_as_sigint()
     return _finish(sweep, None, lambda: sweep.resume(args.run, address=args.address, verbose=_verbosity(args),
                                                      run_storage=args.storage), args.quiet)
 

@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from trainables.errors import TunerError
+from tuner import recover
 
 # Read by ray._private.ray_constants at import: Ray then resolves this node's IP to 127.0.0.1 and its
 # gRPC servers listen on loopback only. Only for the local case; set again in start() either way.
@@ -140,14 +141,15 @@ def start(address: str | None, verbose: int = 1, **local: Any) -> None:
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=verbose >= 2,
                                   configure_logging=True, logging_level=logging.WARNING)
     address = requested_address(address)
-    if address is None:
-        _loopback_only(True)
-        ray.init(address="local", **{**kwargs, **local})
-        return
-    _loopback_only(False)
-    timeout = connect_timeout()
-    _probe(address, timeout)  # a dead address fails here at once, not after Ray's minutes of retries
-    _init_within(timeout, address, **kwargs)
+    with recover.keeping_sigterm():
+        if address is None:
+            _loopback_only(True)
+            ray.init(address="local", **{**kwargs, **local})
+            return
+        _loopback_only(False)
+        timeout = connect_timeout()
+        _probe(address, timeout)  # a dead address fails here at once, not after Ray's minutes of retries
+        _init_within(timeout, address, **kwargs)
 
 
 def largest_node() -> tuple[float, float]:

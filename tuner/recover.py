@@ -26,6 +26,27 @@ INTERRUPTED = threading.Event()
 LOST_REASON = "lost: the driver died before Ray saved this trial in its experiment state"
 
 
+def sigterm_as_sigint() -> None:
+    """SIGTERM (a job scheduler's stop, `kill`) stops a sweep like Ctrl+C: Ray Tune saves its state,
+    the driver says so in one line and `tuner resume` continues. Main thread only (Python's rule)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+@contextlib.contextmanager
+def keeping_sigterm() -> Iterator[None]:
+    """Around ray.init: Ray sets its own SIGTERM handler (sys.exit) and its core worker then installs
+    a C++ crash handler over it, which prints a stack dump and kills the driver, so a SIGTERM never
+    reached sigterm_as_sigint's handler. A Python handler set before ray.init is put back after it."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if callable(before):  # ours (or the embedding program's); Ray's stay where nobody set one
+            signal.signal(signal.SIGTERM, before)
+
+
 @contextlib.contextmanager
 def catching() -> Iterator[threading.Event]:
     """While `fit` runs: the first SIGINT stops Tune cleanly and sets INTERRUPTED; a second one

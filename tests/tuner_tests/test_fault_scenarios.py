@@ -92,6 +92,24 @@ def test_sigint_one_trial_fifo_then_resume_past_a_corrupt_checkpoint(tmp_path):
     assert parent.info.status == "FINISHED" and parent.data.tags["tuner.sweep_status"] == "completed"
 
 
+def test_sigterm_is_an_interruption_not_a_crash_dump(tmp_path):
+    """SIGTERM (a job scheduler stopping the driver) ends a sweep as Ctrl+C does: exit 130, the
+    resume line, the parent run KILLED. Ray's core worker installs a C++ crash handler for SIGTERM
+    at ray.init, which printed a stack dump and killed the driver before cluster.start put ours back."""
+    body = {**BASE, "name": "term", "fixed": {"epochs": 30, "loss": "bpr", "batch_size": 64},
+            "space": {"lr": {"type": "categorical", "choices": [0.01]}}, "search": {"samples": 1, "concurrency": 1}}
+    out = tmp_path / "out"
+    with tuner_process(["run", write_spec(tmp_path, body), "--output", str(out), "--quiet"], tmp_path, name="run") as p:
+        wait_until(lambda: int(trial_runs(out)[0].data.tags.get("epochs_run", 0)) >= 1, 150, p, "an epoch logged")
+        p.send_signal(signal.SIGTERM)
+        assert finish(p, 120) == 130, stderr_of(tmp_path, "run")[-3000:]
+    err = stderr_of(tmp_path, "run")
+    assert "SIGTERM received" not in err and "Traceback" not in err, err[-3000:]
+    assert "tuner: interrupted; state saved. Resume with: tuner resume " in err
+    (parent,) = parent_runs(out)
+    assert parent.info.status == "KILLED" and parent.data.tags["tuner.sweep_status"] == "interrupted"
+
+
 def test_driver_sigkill_then_resume_closes_the_lost_trial(tmp_path):
     """Defect 2: the driver is SIGKILLed while a trial Ray has not saved yet runs (experiment state
     saved only once: TUNE_GLOBAL_CHECKPOINT_S); resume closes its MLflow run as `lost`, fails its
