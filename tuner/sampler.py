@@ -111,4 +111,3 @@ class TunerTPESampler(TPESampler):
         if self._is_uniform(view, trial):
             return self._uniform.sample_independent(study, trial, param_name, param_distribution)
         return super().sample_independent(view, trial, param_name, param_distribution)
-
