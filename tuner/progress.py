@@ -26,11 +26,11 @@ MIN_GAP_S = 5.0  # the least time between two lines
 
 
 class _DropMessage(logging.Filter):
-    """Drops the records of one logger that start with `prefix`, and nothing else it says."""
+    """Drops the records of one logger that start with one of `prefixes`, and nothing else it says."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, *prefixes: str):
         super().__init__()
-        self.prefix = prefix
+        self.prefix = prefixes
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.getMessage()).startswith(self.prefix)
@@ -45,6 +45,13 @@ def quiet_libraries() -> None:
     auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
     if not any(isinstance(f, _DropMessage) for f in auth.filters):
         auth.addFilter(_DropMessage("Token authentication is enabled"))
+    # on an interruption Ray Tune names its own API (Tuner.restore) where ours prints `tuner resume`,
+    # and lists the trials the interruption cut before their first result (trials.csv has them)
+    for name, prefixes in (("ray.tune.tune", ("Experiment has been interrupted", "Training has been interrupted")),
+                           ("ray.tune.analysis.experiment_analysis", ("Failed to fetch metrics for",))):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessage) for f in log.filters):
+            log.addFilter(_DropMessage(*prefixes))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in RDB ..."
