@@ -338,22 +338,30 @@ def optuna_pruners(max_t: int) -> list[tuple[str, Any]]:
             (f"HyperbandPruner(1, {max_t}, 3) (defaults)", p.HyperbandPruner(min_resource=1, max_resource=max_t))]
 
 
+def stored_curves(rows: list[dict]) -> tuple[list[dict], list[list[list[float]]]]:
+    """The repeats whose random search stored every trial's curve, and those curves in trial order (a
+    search with a curve missing, a JSON from before curves were stored, would replay to the wrong best)."""
+    rows = [row for row in rows if row.get("random_curves") and len(row["random_curves"]) == len(row["random_trials"])]
+    return rows, [[row["random_curves"][k] for k in sorted(row["random_curves"], key=int)] for row in rows]
+
+
+def cell(best: float, spent: int, curves: list[list[float]]) -> str:
+    """A replay's table cell: best kept / the search's best, trial-epochs spent / the search's."""
+    return f"{best / max(max(c) for c in curves):.3f}, {spent / sum(len(c) for c in curves):.3f}"
+
+
 def pruner_rows(rows: list[dict]) -> str:
     """For every repeat with stored curves: each of Optuna's pruners replayed on its random search
     (random proposals, one worker): best / random best, and trial-epochs / random's."""
-    rows = [row for row in rows if row.get("random_curves") and len(row["random_curves"]) == len(row["random_trials"])]
+    rows, per_repeat = stored_curves(rows)
     if not rows:
         return ""
-    per_repeat = [[row["random_curves"][k] for k in sorted(row["random_curves"], key=int)] for row in rows]
     max_t = max(len(c) for curves in per_repeat for c in curves)
     lines = ["| Optuna pruner | " + " | ".join(f"r{row['repeat']} ratio, fraction" for row in rows) + " |",
              "|---|" + "---|" * len(rows)]
-    for name, _ in optuna_pruners(max_t):
-        cells = []
-        for curves in per_repeat:
-            pruner = dict(optuna_pruners(max_t))[name]  # a fresh pruner per search: Hyperband keeps state
-            best, spent = pruner_replay(curves, pruner)
-            cells.append(f"{best / max(max(c) for c in curves):.3f}, {spent / sum(len(c) for c in curves):.3f}")
+    for i, (name, _) in enumerate(optuna_pruners(max_t)):
+        # a fresh pruner per search: Hyperband keeps state
+        cells = [cell(*pruner_replay(curves, optuna_pruners(max_t)[i][1]), curves) for curves in per_repeat]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -370,23 +378,18 @@ def replay_table(path: str) -> str:
 def replay_rows(rows: list[dict]) -> str:
     """For every repeat with stored curves: both ASHA rules replayed on its random search (the same
     configs, run to full length): best / random best, and trial-epochs / full budget."""
-    # a search with a trial's curve missing (a JSON from before curves were stored) would replay to the wrong best
-    rows = [row for row in rows if row.get("random_curves") and len(row["random_curves"]) == len(row["random_trials"])]
+    rows, per_repeat = stored_curves(rows)
     if not rows:
         return ""
     from tuner.spec import SchedulerSpec
 
-    per_repeat = [[row["random_curves"][k] for k in sorted(row["random_curves"], key=int)] for row in rows]
     max_t = max(len(c) for curves in per_repeat for c in curves)
     lines = ["| grace | reduction | rule | rungs | " + " | ".join(f"r{row['repeat']} ratio, fraction" for row in rows) + " |",
              "|---|---|---|---|" + "---|" * len(rows)]
     for grace in (1, 2, 3, 4, 6):
         for eta in (2, 3, 4):
             for rule, replay in (("asha", asha_replay), ("asha_promote", promote_replay)):
-                cells = []
-                for curves in per_repeat:
-                    best, spent = replay(curves, grace, eta)
-                    cells.append(f"{best / max(max(c) for c in curves):.3f}, {spent / sum(len(c) for c in curves):.3f}")
+                cells = [cell(*replay(curves, grace, eta), curves) for curves in per_repeat]
                 rungs = SchedulerSpec(rule, grace, eta).rungs(max_t)
                 lines.append(f"| {grace} | {eta} | {rule} | {', '.join(map(str, rungs)) or '-'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
