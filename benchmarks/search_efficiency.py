@@ -186,7 +186,11 @@ def run_sweep(args, tmp: str, overrides: dict) -> dict:
         "best": float(table[metric].max()), "epochs": int(table["epochs_run"].sum()),
         "full_budget": spec.search.samples * spec.max_epochs(), "wall_seconds": round(wall, 1),
         "best_config": res.best_config, "status_counts": table["status"].value_counts().to_dict(),
-        "trials": table[["trial", "status", "epochs_run", metric]].to_dict("records"),
+        # each trial's config too: two runs of one repeat can then be compared proposal by proposal (with 2
+        # workers, which trials have finished when TPE proposes depends on timing, so runs diverge)
+        "trials": [{k: v for k, v in rec.items() if v == v}  # a knob its condition left out is NaN: dropped
+                   for rec in table[["trial", "status", "epochs_run", metric, *(p.name for p in spec.space)]]
+                   .to_dict("records")],
         "curves": curves(res, spec.metric.name),
     }
 

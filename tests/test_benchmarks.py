@@ -208,3 +208,24 @@ def test_every_benchmark_ends_on_ctrl_c_in_one_line_exit_130(tmp_path, capsys):
     assert len(scripts) >= 9
     for path in scripts:  # each entry point goes through entry.run
         assert f'entry.run(main, "benchmarks/{os.path.basename(path)}")' in open(path).read(), path
+
+
+def test_search_efficiency_keeps_each_trials_config_without_the_knobs_its_condition_left_out(monkeypatch):
+    import types
+
+    import pandas as pd
+    import search_efficiency as se
+    from tuner import sweep
+
+    table = pd.DataFrame([  # as sweep.run's table: num_negatives (when loss is bpr) is NaN for a CE trial
+        {"trial": 0, "status": "completed", "epochs_run": 3, "best_val_ndcg_10": 0.02, "loss": "ce",
+         "num_negatives": float("nan"), "dim": 16, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 256},
+        {"trial": 1, "status": "stopped_early", "epochs_run": 1, "best_val_ndcg_10": 0.01, "loss": "bpr",
+         "num_negatives": 4.0, "dim": 64, "lr": 2e-3, "weight_decay": 1e-5, "batch_size": 512}])
+    monkeypatch.setattr(sweep, "run", lambda spec, output, verbose: types.SimpleNamespace(table=table, best_config={}))
+    monkeypatch.setattr(se, "curves", lambda res, metric: {})
+    args = types.SimpleNamespace(smoke_test=True)
+    trials = se.run_sweep(args, "unused", {})["trials"]
+    assert trials[0] == {"trial": 0, "status": "completed", "epochs_run": 3, "best_val_ndcg_10": 0.02, "loss": "ce",
+                         "dim": 16, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 256}
+    assert trials[1]["loss"] == "bpr" and trials[1]["num_negatives"] == 4.0
