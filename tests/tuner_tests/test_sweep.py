@@ -124,6 +124,25 @@ def test_asha_promote_sweep_promotes_exactly_the_papers_choice(ray_session, tmp_
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(went_on)
 
 
+def test_one_worker_and_one_seed_repeat_a_tpe_asha_sweep_number_for_number(ray_session, tmp_path):
+    """search.seed makes a sweep repeatable when trials run one at a time: TPE's proposals past its start-up,
+    ASHA's pauses and promotions and every metric come out the same (README: with 2+ workers they depend on
+    which trials have finished when TPE proposes, so two runs diverge)."""
+    from tuner import sweep
+
+    body = {**SPEC, "name": "again", "fixed": {"epochs": 3, "batch_size": 256},
+            "search": {"samples": 8, "concurrency": 1, "seed": 3, "n_startup_trials": 3},
+            "scheduler": {"type": "asha_promote", "grace_period": 1, "reduction_factor": 2}}
+    spec = specmod.load(write_spec(tmp_path, body))
+    tables = []
+    for out in ("a", "b"):
+        table = sweep.run(spec, output=str(tmp_path / out), verbose=0).table
+        tables.append(table.drop(columns=["trial_id", "run_id"], errors="ignore").fillna("-")  # NaN != NaN
+                      .sort_values("trial").reset_index(drop=True).to_dict("records"))
+    assert len(tables[0]) == 8 and any(row["status"] == "stopped_early" for row in tables[0])
+    assert tables[0] == tables[1]
+
+
 def test_errored_trial_is_recorded_and_sweep_goes_on(ray_session, tmp_path):
     from tuner import sweep
 
