@@ -131,15 +131,18 @@ def test_one_worker_and_one_seed_repeat_a_tpe_asha_sweep_number_for_number(ray_s
     from tuner import sweep
 
     body = {**SPEC, "name": "again", "fixed": {"epochs": 3, "batch_size": 256},
-            "search": {"samples": 8, "concurrency": 1, "seed": 3, "n_startup_trials": 3},
+            "search": {"samples": 8, "concurrency": 1, "seed": 3, "n_startup_trials": 1},
             "scheduler": {"type": "asha_promote", "grace_period": 1, "reduction_factor": 2}}
     spec = specmod.load(write_spec(tmp_path, body))
     tables = []
     for out in ("a", "b"):
-        table = sweep.run(spec, output=str(tmp_path / out), verbose=0).table
-        tables.append(table.drop(columns=["trial_id", "run_id"], errors="ignore").fillna("-")  # NaN != NaN
+        res = sweep.run(spec, output=str(tmp_path / out), verbose=0)
+        tables.append(res.table.drop(columns=["trial_id", "run_id"], errors="ignore").fillna("-")  # NaN != NaN
                       .sort_values("trial").reset_index(drop=True).to_dict("records"))
     assert len(tables[0]) == 8 and any(row["status"] == "stopped_early" for row in tables[0])
+    trials = optuna.load_study(study_name=res.extra["study_name"], storage=res.extra["optuna_storage"]).trials
+    first_end = min(t.datetime_complete for t in trials if t.datetime_complete)
+    assert trials[-1].datetime_start > first_end, "every proposal was a start-up draw: TPE untested"
     assert tables[0] == tables[1]
 
 
