@@ -100,6 +100,7 @@ def connect(spec: Spec, *, uri: str, output: str, experiment: str, address: str 
         tracking.check_reachable(uri)
         storage.probe(spec.run.storage)
     progress.quiet_libraries()
+    raycompat.save_state_between_uploads()
     if not fresh:
         progress.ray_verbosity(verbose)
     start_ray(spec, address, verbose)

@@ -36,6 +36,31 @@ class _DropMessage(logging.Filter):
         return not str(record.getMessage()).startswith(self.prefix)
 
 
+class _OneLine(logging.Filter):
+    """A record that carries a traceback (as exc_info, or pasted into its text) shows as one line:
+    its first line and the exception's. Ray logs a failed background upload of the sweep state so;
+    the next upload retries it, and a user has nothing to read in Ray's stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        marker = "Traceback (most recent call last)"
+        text = str(record.getMessage())
+        if not record.exc_info and marker not in text:
+            return True
+        head = (text.split(marker)[0].strip().splitlines() or [""])[0]
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            tail = f"{type(error).__name__}: {error}"
+        else:
+            tail = ([ln for ln in text.split(marker)[-1].splitlines() if ln.strip()] or [""])[-1]
+        record.msg, record.args = " ".join(f"{head} {tail}".split()), ()
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+# Ray loggers whose tracebacks are about its own retried housekeeping, never about a trial
+ONE_LINE_LOGGERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer")
+
+
 def quiet_libraries() -> None:
     """Silence the lines every normal run printed and nobody acts on; warnings that matter still show."""
     # informational: a fresh sqlite store is created on each new output folder
@@ -52,6 +77,10 @@ def quiet_libraries() -> None:
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropMessage) for f in log.filters):
             log.addFilter(_DropMessage(*prefixes))
+    for name in ONE_LINE_LOGGERS:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _OneLine) for f in log.filters):
+            log.addFilter(_OneLine())
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in RDB ..."

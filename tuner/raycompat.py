@@ -9,8 +9,11 @@ with a `RayCompatError` naming the attribute, not as an AttributeError deep insi
 
 from __future__ import annotations
 
+import logging
 import types
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 CHECKED = "ray 2.60.0, optuna 5.1.0"
 _MISSING = object()
@@ -122,3 +125,38 @@ def read_ray_address() -> str | None:
     from ray._private import utils
 
     return _attr(utils, "read_ray_address")()
+
+
+def save_state_between_uploads() -> None:
+    """Never write the experiment state while Ray uploads it. Tune saves the trial table and the
+    searcher (a temp file, then renamed) into its driver staging folder every ~10 s, and uploads that
+    folder in a background thread; a save during an upload renames a file the upload has listed but
+    not yet opened, and the upload fails with a traceback on the terminal (CI, 2026-12-05:
+    FileNotFoundError on .<uuid>-tmp-searcher-state-*.pkl). Patched once per process: an unforced
+    save while an upload runs waits for the next step of Tune's loop (Ray skips that upload anyway),
+    a forced one (trial checkpoints, the sweep's end) waits for the upload first.
+    Checked against ray 2.60.0: ray.tune.execution.experiment_state._ExperimentCheckpointManager
+    (.sync_up_experiment_state, ._storage.syncer, ._should_force_sync_up), _BackgroundSyncer
+    (._sync_process.is_running, .wait)."""
+    from ray.tune.execution import experiment_state
+
+    manager = _attr(experiment_state, "_ExperimentCheckpointManager")
+    original = _attr(manager, "sync_up_experiment_state")
+    if getattr(original, "_between_uploads", False):
+        return
+
+    def sync_up_experiment_state(self, save_fn, force: bool = False, wait: bool = False):
+        syncer = _attr(_attr(self, "_storage"), "syncer")
+        upload = _attr(syncer, "_sync_process")
+        if upload is not None and upload.is_running:
+            if not (force or _attr(self, "_should_force_sync_up")):
+                return  # not saved, so Tune's loop asks again on its next step
+            try:
+                syncer.wait()
+            except Exception as e:  # noqa: BLE001 - the upload that follows carries this state too
+                log.warning("saving the sweep state to %s failed once (%s: %s); saving again",
+                            _attr(self, "_storage").experiment_fs_path, type(e).__name__, str(e).splitlines()[0])
+        return original(self, save_fn, force=force, wait=wait)
+
+    sync_up_experiment_state._between_uploads = True
+    manager.sync_up_experiment_state = sync_up_experiment_state

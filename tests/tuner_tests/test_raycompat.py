@@ -95,6 +95,50 @@ def test_cluster_switch_and_address():
     assert address is None or re.fullmatch(r"[\w.\-\[\]:]+:\d+", address), address
 
 
+def test_a_state_save_never_overlaps_an_upload(tmp_path):
+    """Tune's periodic save renamed a temp file inside the folder its background upload was copying:
+    the upload failed with a traceback (CI, 2026-12-05). Patched, an unforced save while an upload
+    runs is put off, and a forced one waits for the upload first. The upload here holds until the
+    save path waits on it, so an unpatched save would land in the middle of it."""
+    import threading
+    from types import SimpleNamespace
+
+    from ray.train._internal.syncer import _BackgroundSyncer
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    events, waited = [], threading.Event()
+
+    class HeldUpload(_BackgroundSyncer):
+        def _sync_up_command(self, local_path, uri, exclude=None):
+            def upload():
+                events.append("upload starts")
+                assert waited.wait(timeout=120), "nobody waited for the upload"
+                events.append("upload ends")
+            return upload, {}
+
+        def wait(self, timeout=None):
+            if self._sync_process is not None and self._sync_process.is_running:
+                events.append("wait")
+                waited.set()
+            return super().wait(timeout)
+
+    raycompat.save_state_between_uploads()
+    raycompat.save_state_between_uploads()  # idempotent: one wrapper, not two
+    storage = SimpleNamespace(experiment_driver_staging_path=str(tmp_path / "staging"),
+                              experiment_fs_path=str(tmp_path / "remote"), syncer=HeldUpload())
+    manager = _ExperimentCheckpointManager(storage=storage, checkpoint_period=0, sync_every_n_trial_checkpoints=None)
+    try:
+        manager.sync_up_experiment_state(lambda: events.append("save 1"), force=True)
+        manager.sync_up_experiment_state(lambda: events.append("save 2"))  # the upload of save 1 runs
+        manager.sync_up_experiment_state(lambda: events.append("save 3"), force=True, wait=True)
+    finally:
+        waited.set()
+        storage.syncer.wait()
+    assert "save 2" not in events
+    assert events.index("upload ends") < events.index("save 3"), events
+    assert events[:2] == ["save 1", "upload starts"] and events.count("upload starts") == 2
+
+
 def test_a_renamed_attribute_names_itself(fitted):
     """What an upgrade that renames one looks like: the attribute, the checked versions, the file to fix."""
     class Renamed:  # OptunaSearch after a hypothetical rename of _ot_study

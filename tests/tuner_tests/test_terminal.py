@@ -18,7 +18,7 @@ from tests.helpers import kill_group
 REPO = Path(__file__).resolve().parents[2]
 NOISE = ("Creating initial MLflow database tables", "Updating database tables", "Token authentication is enabled",
          "get_trial interface", "process_trial_result", "View detailed results here", "TensorBoard",
-         "A new study created")
+         "A new study created", "Traceback (most recent call last)")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # the default sweep's code path and defaults, made short: 6 trials of at most 6 epochs (ASHA rung at 2)
 # on a third of the default data
@@ -112,6 +112,44 @@ def test_a_reader_that_leaves_early_is_not_an_error():
 def _trial(tid, status, epoch=None, config=None, stop_reason=None):
     last = {} if epoch is None else {"epoch": epoch, **({"stop_reason": stop_reason} if stop_reason else {})}
     return SimpleNamespace(trial_id=tid, status=status, last_result=last, config=config or {})
+
+
+def test_a_ray_housekeeping_traceback_shows_as_one_line():
+    """Ray logs a failed background upload of the sweep state with its whole stack (CI, 2026-12-05:
+    18 lines in the middle of the progress lines); the next upload retries, so one line says it."""
+    import io
+    import logging
+
+    from tuner import progress
+
+    progress.quiet_libraries()
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    loggers = [logging.getLogger(n) for n in progress.ONE_LINE_LOGGERS]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        try:
+            open("/nonexistent/.tmp-searcher-state.pkl")
+        except FileNotFoundError:
+            loggers[0].error("Saving experiment state to storage at '%s' failed with exception: ", "/s/ray",
+                             exc_info=True)
+        try:
+            raise FileNotFoundError(2, "Failed to open local file")
+        except FileNotFoundError:
+            import traceback
+
+            loggers[1].warning(f"Last sync command failed with the following error:\n{traceback.format_exc()}")
+        loggers[0].warning("Saving the experiment state took ~31.00 seconds")  # no traceback: unchanged
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "Saving experiment state to storage at '/s/ray' failed with exception: FileNotFoundError: [Errno 2] "
+        "No such file or directory: '/nonexistent/.tmp-searcher-state.pkl'",
+        "Last sync command failed with the following error: FileNotFoundError: [Errno 2] Failed to open local file",
+        "Saving the experiment state took ~31.00 seconds"]
 
 
 def test_progress_line_counts_and_best():
