@@ -1,7 +1,8 @@
 """Every private Ray Tune / Optuna attribute the tuner reads, in one place.
 
 Ray and Optuna give no public way to reach these (the Tuner's callbacks and search algorithm, a
-ResultGrid's Trial objects, OptunaSearch's study and trials, Ray's single-machine switch), so an
+ResultGrid's Trial objects, OptunaSearch's study and trials, Ray's single-machine switch, and the one
+method we wrap: Tune's experiment-state save, so it never races its own upload), so an
 upgrade may rename them without notice. Each function names the versions it was checked against,
 and tests/test_raycompat.py exercises all of them on the installed versions: a rename fails there
 with a `RayCompatError` naming the attribute, not as an AttributeError deep inside a sweep.
