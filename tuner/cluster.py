@@ -135,8 +135,11 @@ def start(address: str | None, verbose: int = 1, **local: Any) -> None:
     the user named (bounded in time)."""
     import ray
 
+    from tuner import progress
+
     if ray.is_initialized():
         return
+    progress.quiet_libraries()  # before ray.init: its token line; also for the benchmarks, which start Ray first
     limit_malloc_arenas()
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=verbose >= 2,
                                   configure_logging=True, logging_level=logging.WARNING)
