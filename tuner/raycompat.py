@@ -155,8 +155,9 @@ def save_state_between_uploads() -> None:
             try:
                 syncer.wait()
             except Exception as e:  # noqa: BLE001 - the upload that follows carries this state too
+                first_line = (str(e).splitlines() or [""])[0]
                 log.warning("saving the sweep state to %s failed once (%s: %s); saving again",
-                            _attr(self, "_storage").experiment_fs_path, type(e).__name__, str(e).splitlines()[0])
+                            _attr(self, "_storage").experiment_fs_path, type(e).__name__, first_line)
         return original(self, save_fn, force=force, wait=wait)
 
     sync_up_experiment_state._between_uploads = True

@@ -139,6 +139,47 @@ def test_a_state_save_never_overlaps_an_upload(tmp_path):
     assert events[:2] == ["save 1", "upload starts"] and events.count("upload starts") == 2
 
 
+def test_a_failed_upload_before_a_forced_save_is_one_warning_and_the_save_goes_on(tmp_path, caplog):
+    import threading
+    from types import SimpleNamespace
+
+    from ray.train._internal.syncer import _BackgroundSyncer
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    waited = threading.Event()
+
+    class FailingUpload(_BackgroundSyncer):
+        def _sync_up_command(self, local_path, uri, exclude=None):
+            def upload():
+                assert waited.wait(timeout=120), "nobody waited for the upload"
+                raise TimeoutError()  # no message: the warning must not index an empty text
+            return upload, {}
+
+        def wait(self, timeout=None):
+            if self._sync_process is not None and self._sync_process.is_running:
+                waited.set()
+            return super().wait(timeout)
+
+    raycompat.save_state_between_uploads()
+    storage = SimpleNamespace(experiment_driver_staging_path=str(tmp_path / "staging"),
+                              experiment_fs_path=str(tmp_path / "remote"), syncer=FailingUpload())
+    manager = _ExperimentCheckpointManager(storage=storage, checkpoint_period=0, sync_every_n_trial_checkpoints=None)
+    saved = []
+    try:
+        manager.sync_up_experiment_state(lambda: saved.append(1), force=True)
+        with caplog.at_level("WARNING", logger="tuner.raycompat"):
+            manager.sync_up_experiment_state(lambda: saved.append(2), force=True)
+    finally:
+        waited.set()
+        try:
+            storage.syncer.wait()
+        except TimeoutError:
+            pass
+    assert saved == [1, 2]
+    assert [r.getMessage() for r in caplog.records if r.name == "tuner.raycompat"] == [
+        f"saving the sweep state to {tmp_path / 'remote'} failed once (TimeoutError: ); saving again"]
+
+
 def test_a_renamed_attribute_names_itself(fitted):
     """What an upgrade that renames one looks like: the attribute, the checked versions, the file to fix."""
     class Renamed:  # OptunaSearch after a hypothetical rename of _ot_study
