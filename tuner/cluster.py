@@ -137,9 +137,10 @@ def start(address: str | None, verbose: int = 1, **local: Any) -> None:
 
     from tuner import progress
 
+    # before ray.init (its token line) and any sweep's MLflow store; the benchmarks start Ray first
+    progress.quiet_libraries()
     if ray.is_initialized():
         return
-    progress.quiet_libraries()  # before ray.init: its token line; also for the benchmarks, which start Ray first
     limit_malloc_arenas()
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=verbose >= 2,
                                   configure_logging=True, logging_level=logging.WARNING)

@@ -99,11 +99,10 @@ def connect(spec: Spec, *, uri: str, output: str, experiment: str, address: str 
     if fresh:  # a resume has probed its storage already (sweep.resume: it must exist, not be created)
         tracking.check_reachable(uri)
         storage.probe(spec.run.storage)
-    progress.quiet_libraries()
     raycompat.save_state_between_uploads()
     if not fresh:
         progress.ray_verbosity(verbose)
-    start_ray(spec, address, verbose)
+    start_ray(spec, address, verbose)  # quiets the libraries first (cluster.start)
     if fresh:
         os.makedirs(output, exist_ok=True)
     client, exp_id = tracking.connect(uri, experiment, os.path.join(output, "mlartifacts"))

@@ -61,26 +61,27 @@ class _OneLine(logging.Filter):
 ONE_LINE_LOGGERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer")
 
 
+def _filter_once(name: str, filt: logging.Filter) -> None:
+    """`filt` on logger `name`, unless a filter of its class is there already (quiet_libraries runs per sweep)."""
+    log = logging.getLogger(name)
+    if not any(isinstance(f, type(filt)) for f in log.filters):
+        log.addFilter(filt)
+
+
 def quiet_libraries() -> None:
     """Silence the lines every normal run printed and nobody acts on; warnings that matter still show."""
     # informational: a fresh sqlite store is created on each new output folder
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # the default local Ray enables token auth and says so; the "disabled" warning still shows
-    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    if not any(isinstance(f, _DropMessage) for f in auth.filters):
-        auth.addFilter(_DropMessage("Token authentication is enabled"))
+    _filter_once("ray._private.authentication.authentication_token_setup",
+                 _DropMessage("Token authentication is enabled"))
     # on an interruption Ray Tune names its own API (Tuner.restore) where ours prints `tuner resume`,
     # and lists the trials the interruption cut before their first result (trials.csv has them)
-    for name, prefixes in (("ray.tune.tune", ("Experiment has been interrupted", "Training has been interrupted")),
-                           ("ray.tune.analysis.experiment_analysis", ("Failed to fetch metrics for",))):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _DropMessage) for f in log.filters):
-            log.addFilter(_DropMessage(*prefixes))
+    _filter_once("ray.tune.tune", _DropMessage("Experiment has been interrupted", "Training has been interrupted"))
+    _filter_once("ray.tune.analysis.experiment_analysis", _DropMessage("Failed to fetch metrics for"))
     for name in ONE_LINE_LOGGERS:
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _OneLine) for f in log.filters):
-            log.addFilter(_OneLine())
+        _filter_once(name, _OneLine())
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in RDB ..."

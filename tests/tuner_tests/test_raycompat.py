@@ -95,24 +95,24 @@ def test_cluster_switch_and_address():
     assert address is None or re.fullmatch(r"[\w.\-\[\]:]+:\d+", address), address
 
 
-def test_a_state_save_never_overlaps_an_upload(tmp_path):
-    """Tune's periodic save renamed a temp file inside the folder its background upload was copying:
-    the upload failed with a traceback (CI, 2026-12-05). Patched, an unforced save while an upload
-    runs is put off, and a forced one waits for the upload first. The upload here holds until the
-    save path waits on it, so an unpatched save would land in the middle of it."""
+def _held_upload_manager(tmp_path, events: list, fail: bool = False):
+    """Tune's experiment-state manager, patched, over a syncer whose upload holds until someone waits on
+    it (logged in `events`), then ends or fails; (manager, the event that releases the upload)."""
     import threading
     from types import SimpleNamespace
 
     from ray.train._internal.syncer import _BackgroundSyncer
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
-    events, waited = [], threading.Event()
+    waited = threading.Event()
 
     class HeldUpload(_BackgroundSyncer):
         def _sync_up_command(self, local_path, uri, exclude=None):
             def upload():
                 events.append("upload starts")
                 assert waited.wait(timeout=120), "nobody waited for the upload"
+                if fail:
+                    raise TimeoutError()  # no message: the warning must not index an empty text
                 events.append("upload ends")
             return upload, {}
 
@@ -127,54 +127,45 @@ def test_a_state_save_never_overlaps_an_upload(tmp_path):
     storage = SimpleNamespace(experiment_driver_staging_path=str(tmp_path / "staging"),
                               experiment_fs_path=str(tmp_path / "remote"), syncer=HeldUpload())
     manager = _ExperimentCheckpointManager(storage=storage, checkpoint_period=0, sync_every_n_trial_checkpoints=None)
+    return manager, waited
+
+
+def _release(manager, waited) -> None:
+    waited.set()
+    try:
+        manager._storage.syncer.wait()
+    except TimeoutError:
+        pass
+
+
+def test_a_state_save_never_overlaps_an_upload(tmp_path):
+    """Tune's periodic save renamed a temp file inside the folder its background upload was copying:
+    the upload failed with a traceback (CI, 2026-12-05). Patched, an unforced save while an upload
+    runs is put off, and a forced one waits for the upload first. The upload here holds until the
+    save path waits on it, so an unpatched save would land in the middle of it."""
+    events = []
+    manager, waited = _held_upload_manager(tmp_path, events)
     try:
         manager.sync_up_experiment_state(lambda: events.append("save 1"), force=True)
         manager.sync_up_experiment_state(lambda: events.append("save 2"))  # the upload of save 1 runs
         manager.sync_up_experiment_state(lambda: events.append("save 3"), force=True, wait=True)
     finally:
-        waited.set()
-        storage.syncer.wait()
+        _release(manager, waited)
     assert "save 2" not in events
     assert events.index("upload ends") < events.index("save 3"), events
     assert events[:2] == ["save 1", "upload starts"] and events.count("upload starts") == 2
 
 
 def test_a_failed_upload_before_a_forced_save_is_one_warning_and_the_save_goes_on(tmp_path, caplog):
-    import threading
-    from types import SimpleNamespace
-
-    from ray.train._internal.syncer import _BackgroundSyncer
-    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
-
-    waited = threading.Event()
-
-    class FailingUpload(_BackgroundSyncer):
-        def _sync_up_command(self, local_path, uri, exclude=None):
-            def upload():
-                assert waited.wait(timeout=120), "nobody waited for the upload"
-                raise TimeoutError()  # no message: the warning must not index an empty text
-            return upload, {}
-
-        def wait(self, timeout=None):
-            if self._sync_process is not None and self._sync_process.is_running:
-                waited.set()
-            return super().wait(timeout)
-
-    raycompat.save_state_between_uploads()
-    storage = SimpleNamespace(experiment_driver_staging_path=str(tmp_path / "staging"),
-                              experiment_fs_path=str(tmp_path / "remote"), syncer=FailingUpload())
-    manager = _ExperimentCheckpointManager(storage=storage, checkpoint_period=0, sync_every_n_trial_checkpoints=None)
+    events = []
+    manager, waited = _held_upload_manager(tmp_path, events, fail=True)
     saved = []
     try:
         manager.sync_up_experiment_state(lambda: saved.append(1), force=True)
         with caplog.at_level("WARNING", logger="tuner.raycompat"):
             manager.sync_up_experiment_state(lambda: saved.append(2), force=True)
     finally:
-        waited.set()
-        try:
-            storage.syncer.wait()
-        except TimeoutError:
-            pass
+        _release(manager, waited)
     assert saved == [1, 2]
     assert [r.getMessage() for r in caplog.records if r.name == "tuner.raycompat"] == [
         f"saving the sweep state to {tmp_path / 'remote'} failed once (TimeoutError: ); saving again"]
