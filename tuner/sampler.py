@@ -1,5 +1,6 @@
-"""TPE with two options of ours: it learns from trials waiting at an asha_promote rung
-(`search.paused_as_pruned: true`), and a share of its proposals are uniform draws (`search.random_fraction`).
+"""TPE with three options of ours: it learns from trials waiting at an asha_promote rung
+(`search.paused_as_pruned: true`), it models the largest rung with enough results, as BOHB does
+(`search.largest_rung: true`), and a share of its proposals are uniform draws (`search.random_fraction`).
 
 Under asha_promote a trial that reaches a rung waits there, RUNNING to Optuna, until enough trials
 have arrived to rank it. Stock TPE fits only COMPLETE and PRUNED trials, so for most of a sweep it
@@ -14,6 +15,16 @@ there, and all below COMPLETE ones: the good group is the trials that got furthe
 close to BOHB's model of the largest budget with enough results (Falkner et al. 2018). The view is
 read-only: nothing is written to the study, and the trial is told its real state at its end.
 
+largest_rung (BOHB's model, Falkner et al. 2018, sec. 3.2: fit the densities on the largest budget
+with at least d + 1 results, d = the number of knobs): Optuna ranks every COMPLETE trial above every
+PRUNED one, so a trial that ran to the end with a poor score sits in TPE's good group ahead of one
+that led at epoch 4 and was paused there; in benchmarks/results/search_efficiency_32_g1r4_c1.md,
+repeat 0, one such trial (dim 16, 0.0258) held the good group and TPE proposed dim 16 from then on.
+With the option, while TPE samples, b = the largest epoch that at least d + 1 finished trials have
+reported; each trial that reached b shows as COMPLETE with its best value up to epoch b, and every
+other trial as PRUNED (ranked below them, by Optuna's pruned order). Before any epoch has d + 1
+results, TPE sees the study as it is. Read-only, like paused_as_pruned (and applied after it).
+
 random_fraction f (BOHB's `random_fraction`, 1/3 there; SMAC interleaves random configurations the
 same way): once TPE's start-up is over, trial n is drawn uniformly when floor((n + 1) f) > floor(n f),
 so exactly a share f of the later trials, evenly spaced (n = 2, 5, 8, ... for 1/3). A model fitted on
@@ -25,9 +36,11 @@ apart from TPE's, so the start-up draws (TPE's random sampler) are the ones they
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from typing import Any, Container
 
 from optuna.samplers import RandomSampler, TPESampler
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 
@@ -65,24 +78,72 @@ class _PausedAsPruned:
         return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
 
 
+class _LargestRung:
+    """A study as BOHB's model reads it: trials ranked by their value at the largest epoch that at
+    least d + 1 finished trials reached (module docstring). `study` may be a _PausedAsPruned view."""
+
+    def __init__(self, study):
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
+                    use_cache: bool = False) -> list[FrozenTrial]:
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)
+        asked = None if states is None else tuple(set(states) | set(finished))
+        trials = self._study._get_trials(deepcopy=deepcopy, states=asked, use_cache=use_cache)
+        budget = largest_rung([t for t in trials if t.state in finished])
+        shown = [self._shown(t, budget) if t.state in finished else t for t in trials]
+        return [t for t in shown if states is None or t.state in states]
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
+
+    def _shown(self, trial: FrozenTrial, budget: int | None) -> FrozenTrial:
+        if budget is None:
+            return trial
+        # best up to the budget: a trial's score is its best epoch (searcher.py), here capped at b
+        values = [v for step, v in trial.intermediate_values.items() if step <= budget and v == v]
+        reached = budget in trial.intermediate_values and values
+        state = TrialState.COMPLETE if reached else TrialState.PRUNED
+        if state == trial.state and not reached:
+            return trial
+        shown = copy.copy(trial)  # shallow: the cached trial is never changed
+        shown.state = state
+        shown.values = [max(values) if self._study.direction == StudyDirection.MAXIMIZE else min(values)] if reached else None
+        return shown
+
+
+def largest_rung(trials: list[FrozenTrial]) -> int | None:
+    """The largest epoch with a result from at least d + 1 of `trials` (d = knobs they set), else None."""
+    needed = len({name for t in trials for name in t.params}) + 1
+    reached = Counter(step for t in trials for step in t.intermediate_values)
+    return max((step for step, n in reached.items() if n >= needed), default=None)
+
+
 INTERLEAVE_SEED_OFFSET = 0x9E3779B9  # the uniform draws' seed is TPE's plus this (any fixed, distinct value)
 
 
 class TunerTPESampler(TPESampler):
-    """TPESampler with paused_as_pruned and random_fraction (module docstring); Optuna's options as Optuna's."""
+    """TPESampler with paused_as_pruned, largest_rung and random_fraction (module docstring); Optuna's
+    options as Optuna's."""
 
-    def __init__(self, *, paused_as_pruned: bool = False, random_fraction: float = 0.0, seed: int | None = None,
-                 **tpe_options: Any):
+    def __init__(self, *, paused_as_pruned: bool = False, largest_rung: bool = False, random_fraction: float = 0.0,
+                 seed: int | None = None, **tpe_options: Any):
         if not 0.0 <= random_fraction <= 1.0:
             raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}")
         super().__init__(seed=seed, **tpe_options)
         self._paused_as_pruned = paused_as_pruned
+        self._largest_rung = largest_rung
         self._random_fraction = random_fraction
         self._uniform = RandomSampler(seed=None if seed is None else (seed + INTERLEAVE_SEED_OFFSET) % 2**32)
         self._drawn_uniform: dict[int, bool] = {}  # trial number -> uniform, decided at its first draw
 
     def _view(self, study, trial: FrozenTrial):
-        return _PausedAsPruned(study, trial.number) if self._paused_as_pruned else study
+        view = _PausedAsPruned(study, trial.number) if self._paused_as_pruned else study
+        # getattr: a sampler pickled in a searcher checkpoint before the option existed
+        return _LargestRung(view) if getattr(self, "_largest_rung", False) else view
 
     def _is_uniform(self, view, trial: FrozenTrial) -> bool:
         n, f = trial.number, self._random_fraction

@@ -67,12 +67,15 @@ class SearchSpec:
     # running trials counted as if they had scored worst (so parallel workers do not propose the same);
     # paused_as_pruned is ours, not Optuna's: trials waiting at an asha_promote rung (RUNNING to
     # Optuna) count as PRUNED at their last epoch while TPE samples (tuner/sampler.py says why);
+    # largest_rung is ours: TPE ranks trials by their value at the largest epoch that d + 1 trials
+    # reached (BOHB's model), not COMPLETE above PRUNED;
     # random_fraction is ours too: that share of the trials after start-up are uniform draws (BOHB's 1/3)
     n_startup_trials: int = bounded(10, low=0, high=100_000)
     multivariate: bool = False
     group: bool = False
     constant_liar: bool = False
     paused_as_pruned: bool = False
+    largest_rung: bool = False
     random_fraction: float = bounded(0.0, low=0.0, high=1.0)
     study_name: str | None = text(None, max_len=200)
     # Optuna's RDB storage (sqlite:///..., postgresql://user@host/db, mysql://...); default: optuna.db

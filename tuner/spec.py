@@ -315,7 +315,8 @@ def _cast_or_keep(value: Any, tp: Any) -> Any:
         return value
 
 
-TPE_KNOBS = ("n_startup_trials", "multivariate", "group", "constant_liar", "paused_as_pruned", "random_fraction")  # SearchSpec fields the TPE sampler reads
+TPE_KNOBS = ("n_startup_trials", "multivariate", "group", "constant_liar", "paused_as_pruned", "largest_rung",
+             "random_fraction")  # SearchSpec fields the TPE sampler reads
 
 
 def _check_tpe(spec: Spec, line_of) -> None:

@@ -85,7 +85,8 @@ def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):
     s = spec.search
     with warnings.catch_warnings():  # multivariate, group, constant_liar: "experimental" in Optuna since 2.x
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ours = {"paused_as_pruned": s.paused_as_pruned, "random_fraction": s.random_fraction}
+        ours = {"paused_as_pruned": s.paused_as_pruned, "largest_rung": s.largest_rung,
+                "random_fraction": s.random_fraction}
         tpe = (partial(TunerTPESampler, **ours) if any(ours.values())  # else Optuna's own, untouched
                else optuna.samplers.TPESampler)
         sampler = (tpe(seed=s.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate,

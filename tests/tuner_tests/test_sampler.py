@@ -1,7 +1,10 @@
 """TunerTPESampler on hand-made studies: with paused_as_pruned, trials waiting at a rung (RUNNING with
-an epoch reported) are what TPE models, and the study itself is never changed; with random_fraction,
-that share of the trials after start-up are uniform draws, and the start-up is as without it."""
+an epoch reported) are what TPE models, and the study itself is never changed; with largest_rung,
+trials rank by their value at the largest epoch d + 1 of them reached, not COMPLETE first; with
+random_fraction, that share of the trials after start-up are uniform draws, and the start-up is as
+without it."""
 
+import copy
 import pickle
 
 import optuna
@@ -11,7 +14,9 @@ from optuna.trial import TrialState
 
 from functools import partial
 
-from tuner.sampler import TunerTPESampler, _PausedAsPruned
+from optuna.samplers._tpe.sampler import _split_trials
+
+from tuner.sampler import TunerTPESampler, _LargestRung, _PausedAsPruned, largest_rung
 
 PausedAwareTPESampler = partial(TunerTPESampler, paused_as_pruned=True)
 
@@ -83,9 +88,82 @@ def test_start_up_counts_waiting_trials(tpe, random_draws):
 
 
 def test_it_pickles_for_ray_searcher_checkpoints():
-    sampler = pickle.loads(pickle.dumps(PausedAwareTPESampler(seed=3, n_startup_trials=2, random_fraction=0.5)))
+    sampler = pickle.loads(pickle.dumps(PausedAwareTPESampler(seed=3, n_startup_trials=2, largest_rung=True,
+                                                              random_fraction=0.5)))
     assert isinstance(sampler, TunerTPESampler) and sampler._n_startup_trials == 2
-    assert (sampler._paused_as_pruned, sampler._random_fraction) == (True, 0.5)
+    assert (sampler._paused_as_pruned, sampler._largest_rung, sampler._random_fraction) == (True, True, 0.5)
+
+
+def finisher_study(sampler, n=4, paused=False):
+    """One trial that ran all 8 epochs with x = 0.1 and a poor score (0.02 at each epoch), and n
+    trials with x in [0.85, 0.95) that led at epochs 1-2 (0.03, then 0.05) and were stopped there
+    (PRUNED; RUNNING with `paused`, as when waiting at an asha_promote rung), and n ruled out at
+    epoch 1 with x in [0.45, 0.55) (0.01). Maximise; one knob, so an epoch needs 2 results to count."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    t = study.ask()
+    study._storage.set_trial_param(t._trial_id, "x", 0.1, X["x"])
+    for epoch in range(1, 9):
+        t.report(0.02, epoch)
+    study.tell(t, 0.02)
+    for lo, curve in ((0.85, (0.03, 0.05)), (0.45, (0.01,))):
+        for i in range(n):
+            t = study.ask()
+            study._storage.set_trial_param(t._trial_id, "x", lo + 0.1 * i / n, X["x"])
+            for epoch, value in enumerate(curve, 1):
+                study._storage.set_trial_intermediate_value(t._trial_id, epoch, value)
+            if not (paused and lo == 0.85):
+                study.tell(t, state=TrialState.PRUNED)
+    return study
+
+
+def test_the_largest_rung_is_the_largest_epoch_with_d_plus_1_results():
+    trials = finisher_study(optuna.samplers.RandomSampler(seed=0)).trials  # 1 knob: 2 results needed
+    assert largest_rung(trials) == 2  # epochs 3-8 have the finisher's result only
+    assert largest_rung(trials[:2]) == 2 and largest_rung(trials[:1]) is None
+    two_knobs = [t for t in trials]
+    two_knobs[1] = copy.copy(trials[1])
+    two_knobs[1].params = {"x": 0.9, "y": 1}  # d = 2: 3 results needed, epoch 2 has 5
+    assert largest_rung(two_knobs) == 2 and largest_rung(two_knobs[:2]) is None
+    assert largest_rung([]) is None
+
+
+def test_the_view_ranks_trials_at_the_largest_rung_and_leaves_the_study_alone():
+    study = finisher_study(optuna.samplers.RandomSampler(seed=0))
+    view = _LargestRung(study)
+    seen = view._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED), use_cache=True)
+    assert [t.state for t in seen] == [TrialState.COMPLETE] * 5 + [TrialState.PRUNED] * 4
+    assert [t.value for t in seen[:5]] == [0.02] + [0.05] * 4  # best up to epoch 2
+    below, _ = _split_trials(view, seen, 2)
+    assert {t.number for t in below} == {1, 2}  # the leaders at epoch 2, not the finisher
+    stock_below, _ = _split_trials(study, study.trials, 2)
+    assert 0 in {t.number for t in stock_below}  # Optuna's order: COMPLETE first, whatever its score
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] + [TrialState.PRUNED] * 8
+    assert len(view.get_trials(states=(TrialState.PRUNED,))) == 4
+    few = _LargestRung(finisher_study(optuna.samplers.RandomSampler(seed=0), n=0))
+    assert [t.state for t in few.get_trials()] == [TrialState.COMPLETE]  # no epoch with 2 results: as it is
+
+
+def test_a_finished_trial_short_of_the_largest_rung_shows_as_pruned():
+    study = finisher_study(optuna.samplers.RandomSampler(seed=0))
+    t = study.ask()  # a short run that finished: 1 epoch, 0.04
+    study._storage.set_trial_param(t._trial_id, "x", 0.3, X["x"])
+    t.report(0.04, 1)
+    study.tell(t, 0.04)
+    shown = {t.number: t for t in _LargestRung(study).get_trials()}
+    assert shown[9].state == TrialState.PRUNED and shown[9].value is None
+    assert study.trials[9].state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("paused", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tpe_follows_the_leaders_at_the_largest_rung(seed, paused):
+    # stock TPE's good group holds the finisher (x = 0.1); with largest_rung it holds the leaders at
+    # epoch 2 (x near 0.9). With paused, the leaders wait at the rung and paused_as_pruned shows them
+    def sampler(**ours):
+        return TunerTPESampler(seed=seed, n_startup_trials=0, paused_as_pruned=paused, **ours)
+    ours = draws(finisher_study(sampler(largest_rung=True), n=8, paused=paused), n=40)
+    stock = draws(finisher_study(sampler(random_fraction=0.0), n=8, paused=paused), n=40)
+    assert sum(ours) / 40 > 0.6 and sum(ours) / 40 - sum(stock) / 40 > 0.1
 
 
 def finished_study(sampler, n):

@@ -280,8 +280,11 @@ def test_tpe_options_reach_optunas_sampler(tmp_path):
     assert isinstance(sampler, TunerTPESampler) and (sampler._paused_as_pruned, sampler._random_fraction) == (True, 0.0)
     mixed = S.load(write(tmp_path, "mixed.yaml", yaml.safe_dump({**body, "search": {"random_fraction": 0.25}})))
     sampler = sweep._search(mixed, str(tmp_path), "t")[0]._sampler
-    assert (sampler._paused_as_pruned, sampler._random_fraction) == (False, 0.25)
-    for knob, value in (("paused_as_pruned", True), ("random_fraction", 0.5)):
+    assert (sampler._paused_as_pruned, sampler._largest_rung, sampler._random_fraction) == (False, False, 0.25)
+    rung = S.load(write(tmp_path, "rung.yaml", yaml.safe_dump({**body, "search": {"largest_rung": True}})))
+    sampler = sweep._search(rung, str(tmp_path), "t")[0]._sampler
+    assert isinstance(sampler, TunerTPESampler) and (sampler._largest_rung, sampler._paused_as_pruned) == (True, False)
+    for knob, value in (("paused_as_pruned", True), ("largest_rung", True), ("random_fraction", 0.5)):
         rand = write(tmp_path, "rand.yaml", yaml.safe_dump({**body, "search": {"algo": "random", knob: value}}))
         assert f"search.{knob}" in raises_tuner_error(S.load, rand)
     over = write(tmp_path, "over.yaml", yaml.safe_dump({**body, "search": {"random_fraction": 1.5}}))
