@@ -109,9 +109,10 @@ class _LargestRung:
         state = TrialState.COMPLETE if reached else TrialState.PRUNED
         if state == trial.state and not reached:
             return trial
+        best = max if self._study.direction == StudyDirection.MAXIMIZE else min
         shown = copy.copy(trial)  # shallow: the cached trial is never changed
         shown.state = state
-        shown.values = [max(values) if self._study.direction == StudyDirection.MAXIMIZE else min(values)] if reached else None
+        shown.values = [best(values)] if reached else None
         return shown
 
 
