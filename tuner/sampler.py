@@ -24,6 +24,8 @@ With the option, while TPE samples, b = the largest epoch that at least d + 1 fi
 reported; each trial that reached b shows as COMPLETE with its best value up to epoch b, and every
 other trial as PRUNED (ranked below them, by Optuna's pruned order). Before any epoch has d + 1
 results, TPE sees the study as it is. Read-only, like paused_as_pruned (and applied after it).
+Measured on Beauty beside paused_as_pruned (README, search efficiency): 4 of 5 repeats met, as with plain
+TPE but a different one missed; ranked at epochs 1 and 4 it still follows the fast starters.
 
 random_fraction f (BOHB's `random_fraction`, 1/3 there; SMAC interleaves random configurations the
 same way): once TPE's start-up is over, trial n is drawn uniformly when floor((n + 1) f) > floor(n f),
@@ -105,7 +107,7 @@ class _LargestRung:
             return trial
         # best up to the budget: a trial's score is its best epoch (searcher.py), here capped at b
         values = [v for step, v in trial.intermediate_values.items() if step <= budget and v == v]
-        reached = budget in trial.intermediate_values and values
+        reached = budget in trial.intermediate_values and bool(values)
         state = TrialState.COMPLETE if reached else TrialState.PRUNED
         if state == trial.state and not reached:
             return trial

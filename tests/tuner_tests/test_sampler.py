@@ -120,7 +120,7 @@ def test_the_largest_rung_is_the_largest_epoch_with_d_plus_1_results():
     trials = finisher_study(optuna.samplers.RandomSampler(seed=0)).trials  # 1 knob: 2 results needed
     assert largest_rung(trials) == 2  # epochs 3-8 have the finisher's result only
     assert largest_rung(trials[:2]) == 2 and largest_rung(trials[:1]) is None
-    two_knobs = [t for t in trials]
+    two_knobs = list(trials)
     two_knobs[1] = copy.copy(trials[1])
     two_knobs[1].params = {"x": 0.9, "y": 1}  # d = 2: 3 results needed, epoch 2 has 5
     assert largest_rung(two_knobs) == 2 and largest_rung(two_knobs[:2]) is None
