@@ -46,17 +46,27 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 
-class _PausedAsPruned:
+class _StudyView:
+    """A read-only view of a study for TPE: subclasses change _get_trials; the rest is the study's."""
+
+    def __init__(self, study):
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:  # everything else (directions, _storage, ...) is the study's
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
+
+
+class _PausedAsPruned(_StudyView):
     """A study as TPE reads it, where RUNNING trials with an intermediate value are PRUNED.
 
     `current` is the number of the trial being sampled (RUNNING, never shown as PRUNED)."""
 
     def __init__(self, study, current: int):
-        self._study = study
+        super().__init__(study)
         self._current = current
-
-    def __getattr__(self, name: str) -> Any:  # everything else (directions, _storage, ...) is the study's
-        return getattr(self._study, name)
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
@@ -76,19 +86,9 @@ class _PausedAsPruned:
             trials = sorted(trials + shown, key=lambda t: t.number)
         return trials
 
-    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
-
-
-class _LargestRung:
+class _LargestRung(_StudyView):
     """A study as BOHB's model reads it: trials ranked by their value at the largest epoch that at
     least d + 1 finished trials reached (module docstring). `study` may be a _PausedAsPruned view."""
-
-    def __init__(self, study):
-        self._study = study
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
@@ -98,9 +98,6 @@ class _LargestRung:
         budget = largest_rung([t for t in trials if t.state in finished])
         shown = [self._shown(t, budget) if t.state in finished else t for t in trials]
         return [t for t in shown if states is None or t.state in states]
-
-    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
 
     def _shown(self, trial: FrozenTrial, budget: int | None) -> FrozenTrial:
         if budget is None:
