@@ -265,26 +265,34 @@ def asha_replay(curves: list[list[float]], grace: int, eta: int) -> tuple[float,
     return best, spent
 
 
-def promote_replay(curves: list[list[float]], grace: int, eta: int, workers: int = 2) -> tuple[float, int]:
-    """ASHA with promotions (tuner/schedulers.py, its own `Rungs` bookkeeping) replayed on full-length
-    curves: `workers` slots, every epoch one time unit, trials started in order; a free slot takes a
-    promotion (highest rung first) before a new trial. Returns (best value seen, trial-epochs spent)."""
-    from tuner.schedulers import Rungs
+def promote_replay(curves: list[list[float]], grace: int, eta: int, workers: int = 2,
+                   brackets: int = 1) -> tuple[float, int]:
+    """ASHA with promotions (tuner/schedulers.py, its own `Rungs` bookkeeping and bracket plan) replayed
+    on full-length curves: `workers` slots, every epoch one time unit, trials started in order; a free
+    slot takes a promotion (highest epoch first) before a new trial. Returns (best value seen,
+    trial-epochs spent)."""
+    from tuner.schedulers import Rungs, bracket_plan
     from tuner.spec import SchedulerSpec
 
-    ms = SchedulerSpec("asha_promote", grace, eta).rungs(max(len(c) for c in curves))
-    rungs = Rungs(ms, eta, samples=len(curves))
+    all_ms = SchedulerSpec("asha_promote", grace, eta).rungs(max(len(c) for c in curves))
+    plan = bracket_plan(len(curves), brackets)
+    per = [Rungs(all_ms[s:], eta, samples=plan.count(s)) for s in range(brackets)]
 
     def until(i: int, epoch: int) -> int:  # where trial i, now at `epoch`, stops next
-        return next((m for m in ms if epoch < m < len(curves[i])), len(curves[i]))
+        return next((m for m in per[plan[i]].milestones if epoch < m < len(curves[i])), len(curves[i]))
+
+    def next_promotion() -> tuple[int, int] | None:  # (trial, its bracket's rung) at the highest epoch
+        ladder = sorted(((m, s, k) for s, r in enumerate(per) for k, m in enumerate(r.milestones)), reverse=True)
+        return next(((int(p[0]), k) for _, s, k in ladder for p in [per[s].promotable(k)] if p), None)
 
     clock, running, started, best, spent = 0, [], 0, float("-inf"), 0  # running: (end time, trial, from epoch)
     while True:
         while len(running) < workers:
-            job = next(((int(p[0]), k) for k in reversed(range(len(ms))) for p in [rungs.promotable(k)] if p), None)
+            job = next_promotion()
             if job is not None:
+                rungs = per[plan[job[0]]]
                 rungs.promote(job[1], str(job[0]))
-                job = (job[0], ms[job[1]])
+                job = (job[0], rungs.milestones[job[1]])
             elif started < len(curves):
                 job, started = (started, 0), started + 1
             else:
@@ -296,6 +304,7 @@ def promote_replay(curves: list[list[float]], grace: int, eta: int, workers: int
         clock, i, epoch = running.pop(0)
         to = until(i, epoch)
         spent, best = spent + to - epoch, max(best, max(curves[i][:to]))
+        rungs = per[plan[i]]
         k = rungs.index(to)
         if k is not None and to < len(curves[i]):
             rungs.record(k, str(i), curves[i][to - 1])

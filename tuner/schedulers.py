@@ -12,6 +12,12 @@ A trial that can no longer make that cut, whatever arrives later, is stopped at 
 of it as PRUNED while the sweep still runs); when no trial is running or left to start, the trials
 still waiting are stopped. `Rungs` is the bookkeeping (no Ray, tested on its own); `PromotionASHA`
 and `PauseAwareLimiter` wire it into Ray Tune.
+
+With `brackets: B` > 1 (Hyperband's brackets, as in BOHB and Ray's AsyncHyperBand) bracket s is its
+own `Rungs` over the milestones from rung s on: its trials first meet a comparison at a later epoch, so
+a config that starts slowly is judged there. Ray draws a trial's bracket at random; here the sweep's n-th
+trial (in the order Ray adds them, which a resume repeats) goes to bracket `bracket_plan(...)[n]`, a
+fixed sequence with Ray's shares (e^-s), so a sweep at concurrency 1 is one fixed outcome.
 """
 
 from __future__ import annotations
@@ -118,6 +124,20 @@ class Rungs:
                 if t not in self.promoted[k] and t not in self.out]
 
 
+def bracket_plan(n: int, brackets: int) -> list[int]:
+    """The brackets of trials 0..n-1: shares proportional to e^-s (Ray's AsyncHyperBand weights: e to
+    the number of rungs a bracket has, relative to the first), dealt in order, each trial going to the
+    bracket furthest below its share so far (ties: the earlier bracket). For 2 brackets: 0, 0, 0, 1, ..."""
+    weights = [math.exp(-s) for s in range(brackets)]
+    shares = [w / sum(weights) for w in weights]
+    counts, plan = [0] * brackets, []
+    for i in range(n):
+        s = max(range(brackets), key=lambda b: (shares[b] * (i + 1) - counts[b], -b))
+        counts[s] += 1
+        plan.append(s)
+    return plan
+
+
 class PauseAwareLimiter(ConcurrencyLimiter):
     """ConcurrencyLimiter that counts running trials only: a paused trial holds no CPU, so it must not
     hold one of the `max_concurrent` slots either (else two paused trials would block the sweep)."""
@@ -161,12 +181,28 @@ class PromotionASHA(Rebase, FIFOScheduler):
     trial restored from its checkpoint continues (training_iteration would restart)."""
 
     def __init__(self, *, metric: str, mode: str, milestones: Sequence[int], reduction_factor: float,
-                 samples: int, limiter: PauseAwareLimiter | None = None, time_attr: str = "epoch"):
+                 samples: int, limiter: PauseAwareLimiter | None = None, time_attr: str = "epoch",
+                 brackets: int = 1):
         super().__init__()
         self._score, self._time_attr = metric, time_attr  # our own: Ray's TrialScheduler keeps _metric
-        self.rungs = Rungs(milestones, reduction_factor, samples, mode)
+        self._plan = bracket_plan(samples, brackets)
+        # bracket s: rungs from milestone s on, bounded by the trials the plan deals it
+        self.brackets = [Rungs(tuple(milestones)[s:], reduction_factor, self._plan.count(s), mode)
+                         for s in range(brackets)]
+        self.bracket_of: dict[str, int] = {}  # trial -> its bracket
         self._limiter = limiter
         self._added = 0
+
+    @property
+    def rungs(self) -> Rungs:
+        """The first bracket's rungs (the only ones unless brackets > 1)."""
+        return self.brackets[0]
+
+    def _bracket(self, n: int) -> int:
+        return self._plan[n] if n < len(self._plan) else 0  # beyond the planned samples: the first
+
+    def rungs_of(self, trial_id: str) -> Rungs:
+        return self.brackets[self.bracket_of.get(trial_id, 0)]
 
     @property
     def metric(self) -> str:
@@ -179,14 +215,25 @@ class PromotionASHA(Rebase, FIFOScheduler):
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True  # metric and mode come from the spec, at construction
 
-    def restore(self, histories: Mapping[str, Mapping[int, tuple[float, float]]]) -> None:
+    def restore(self, histories: Mapping[str, Mapping[int, tuple[float, float]]],
+                numbers: Mapping[str, int] | None = None) -> None:
         """`tuner resume`: Ray restores trials but not a scheduler's state (the one in tuner.pkl is the
         sweep's first, empty). Rebuilt from the trials' logged epochs (Rungs.replay), trials waiting
-        at a rung keep waiting and trials ruled out stay out, instead of all resuming from their rung."""
-        self.rungs.replay(histories)
+        at a rung keep waiting and trials ruled out stay out, instead of all resuming from their rung.
+        numbers: each trial's number (MLflow's tuner.trial_number): their order is the order the sweep
+        added its trials in, which names their brackets (a study shared with other sweeps may number
+        them from any start)."""
+        order = sorted(histories, key=lambda tid: (numbers or {}).get(tid, 0))
+        for n, tid in enumerate(order):
+            self.bracket_of[tid] = self._bracket(n) if numbers else 0
+        for s, rungs in enumerate(self.brackets):
+            rungs.replay({tid: h for tid, h in histories.items() if self.bracket_of[tid] == s})
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         super().on_trial_add(tune_controller, trial)
+        # restored trials come back in the order they were added, so a trial that never logged an epoch
+        # gets the bracket it had; the others were placed by restore
+        self.bracket_of.setdefault(trial.trial_id, self._bracket(self._added))
         self._added += 1
         if self._limiter is not None and trial.status == Trial.PENDING:
             self._limiter.adopt(trial.trial_id)  # restored: no slot until it runs again (new ones: no-op)
@@ -194,23 +241,24 @@ class PromotionASHA(Rebase, FIFOScheduler):
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if self._score not in result or self._time_attr not in result:
             return TrialScheduler.CONTINUE
-        k = self.rungs.index(int(result[self._time_attr]))
         tid = trial.trial_id
+        rungs = self.rungs_of(tid)
+        k = rungs.index(int(result[self._time_attr]))
         if k is None:
             return TrialScheduler.CONTINUE
-        if tid not in self.rungs.values[k]:  # first arrival (a restored trial replaying its rung: seen)
+        if tid not in rungs.values[k]:  # first arrival (a restored trial replaying its rung: seen)
             # get_trials, not get_trial: a scheduler may only call the first (Ray warns about the second)
             by_id = {t.trial_id: t for t in tune_controller.get_trials()}
-            for other in self.rungs.record(k, tid, result[self._score]):
+            for other in rungs.record(k, tid, result[self._score]):
                 t = by_id.get(other)
                 if other != tid and t is not None and t.status == Trial.PAUSED:
                     tune_controller.stop_trial(t)
-        if tid in self.rungs.out:
+        if tid in rungs.out:
             return TrialScheduler.STOP
-        if tid in self.rungs.promoted[k]:
+        if tid in rungs.promoted[k]:
             return TrialScheduler.CONTINUE
-        if tid in self.rungs.promotable(k):  # already inside the quota: go on without a pause
-            self.rungs.promote(k, tid)
+        if tid in rungs.promotable(k):  # already inside the quota: go on without a pause
+            rungs.promote(k, tid)
             return TrialScheduler.CONTINUE
         if self._limiter is not None:
             self._limiter.pause(tid)
@@ -225,18 +273,20 @@ class PromotionASHA(Rebase, FIFOScheduler):
         trials = tune_controller.get_trials()
         by_id = {t.trial_id: t for t in trials}
         # trials that wait at a rung: PAUSED, or PENDING after `tuner resume` (Ray requeues paused trials)
-        waiting = {tid for _, tid in self.rungs.waiting()}
+        waiting = {tid for rungs in self.brackets for _, tid in rungs.waiting()}
         held = (Trial.PAUSED, Trial.PENDING)
         # 0. a trial ruled out while its pause was still being saved, or before the sweep was resumed
         for t in trials:
-            if t.status in held and t.trial_id in self.rungs.out:
+            if t.status in held and t.trial_id in self.rungs_of(t.trial_id).out:
                 tune_controller.stop_trial(t)
-        # 1. promotions first, from the highest rung down (as in the paper's get_job)
-        for k in reversed(range(len(self.rungs.milestones))):
-            for tid in self.rungs.promotable(k):
+        # 1. promotions first, from the highest rung (epoch) down, over all brackets (the paper's get_job)
+        order = sorted(((m, s, k) for s, rungs in enumerate(self.brackets) for k, m in enumerate(rungs.milestones)),
+                       reverse=True)
+        for _, s, k in order:
+            for tid in self.brackets[s].promotable(k):
                 t = by_id.get(tid)
                 if t is not None and t.status in held:
-                    self.rungs.promote(k, tid)
+                    self.brackets[s].promote(k, tid)
                     return self._start(t)
         # 2. then new trials (and restored ones that were running between rungs)
         for t in trials:
@@ -244,20 +294,24 @@ class PromotionASHA(Rebase, FIFOScheduler):
                 return self._start(t)
         # 3. a paused trial this scheduler never saw (a restored sweep) resumes as under FIFO
         for t in trials:
-            if t.status == Trial.PAUSED and not self.rungs.knows(t.trial_id):
+            if t.status == Trial.PAUSED and not self.rungs_of(t.trial_id).knows(t.trial_id):
                 return self._start(t)
         # 4. nothing runs and nothing is left to start: no rung can grow, so the waiting are out
         startable = any(t.status == Trial.RUNNING or (t.status == Trial.PENDING and t.trial_id not in waiting)
                         for t in trials)
-        if self._added >= self.rungs.samples and not startable:
-            for k, tid in self.rungs.waiting():
-                self.rungs.out[tid] = k
-                t = by_id.get(tid)
-                if t is not None and t.status in held:
-                    tune_controller.stop_trial(t)
+        if self._added >= len(self._plan) and not startable:
+            for rungs in self.brackets:
+                for k, tid in rungs.waiting():
+                    rungs.out[tid] = k
+                    t = by_id.get(tid)
+                    if t is not None and t.status in held:
+                        tune_controller.stop_trial(t)
         return None
 
     def debug_string(self) -> str:
-        counts = ", ".join(f"{m}: {len(v)} ({len(p)} promoted)"
-                           for m, v, p in zip(self.rungs.milestones, self.rungs.values, self.rungs.promoted))
-        return f"ASHA with promotions, rungs at epochs {counts or '-'}"
+        def counts(rungs: Rungs) -> str:
+            return ", ".join(f"{m}: {len(v)} ({len(p)} promoted)"
+                             for m, v, p in zip(rungs.milestones, rungs.values, rungs.promoted)) or "-"
+        if len(self.brackets) == 1:
+            return f"ASHA with promotions, rungs at epochs {counts(self.rungs)}"
+        return "ASHA with promotions, " + "; ".join(f"bracket {s}: {counts(r)}" for s, r in enumerate(self.brackets))

@@ -364,6 +364,12 @@ def _check_cross(spec: Spec, line_of) -> None:
             f"{where(path, 'scheduler.grace_period', line_of('scheduler.grace_period'))}: "
             f"grace_period {spec.scheduler.grace_period} exceeds the most epochs a trial runs ({spec.max_epochs()})"
         )
+    n_rungs = len(spec.rungs())
+    if spec.scheduler.brackets > 1 and (spec.scheduler.type == "fifo" or spec.scheduler.brackets > n_rungs):
+        raise TunerError(
+            f"{where(path, 'scheduler.brackets', line_of('scheduler.brackets'))}: {spec.scheduler.brackets} brackets "
+            f"need as many rungs; this schedule has {n_rungs} ({spec.scheduler.type}, rungs at epochs "
+            f"{', '.join(map(str, spec.rungs())) or 'none'})")
     if spec.scheduler.type == "asha_promote" and not names:
         # without a searcher Ray's own generator counts paused trials against the concurrency: they would
         # hold every slot while waiting for trials it never starts (and the trials would be identical anyway)

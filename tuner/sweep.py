@@ -104,11 +104,12 @@ def _scheduler(spec: Spec, search_alg=None):
     if spec.scheduler.type == "asha":
         return Asha(time_attr="training_iteration", metric=spec.metric.name, mode=spec.metric.mode,
                              max_t=spec.max_epochs(), grace_period=spec.scheduler.grace_period,
-                             reduction_factor=spec.scheduler.reduction_factor)
+                             reduction_factor=spec.scheduler.reduction_factor, brackets=spec.scheduler.brackets)
     if spec.scheduler.type == "asha_promote":
         return PromotionASHA(metric=spec.metric.name, mode=spec.metric.mode,
                              milestones=spec.rungs(),
                              reduction_factor=spec.scheduler.reduction_factor, samples=spec.search.samples,
+                             brackets=spec.scheduler.brackets,
                              limiter=search_alg if isinstance(search_alg, PauseAwareLimiter) else None)
     return Fifo()
 
@@ -224,7 +225,8 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1,
     tuner = pipeline.restore_tuner(sweep_dir, _trainable(spec, data), spec.run.storage)
     scheduler = raycompat.tuner_scheduler(tuner)
     if isinstance(scheduler, PromotionASHA):  # its rungs as they were: who waits, who is out
-        scheduler.restore(tracking.metric_histories(session.client, session.exp_id, pid, spec.metric.name))
+        scheduler.restore(tracking.metric_histories(session.client, session.exp_id, pid, spec.metric.name),
+                          tracking.trial_numbers(session.client, session.exp_id, pid))
     if where is not None and isinstance(scheduler, Rebase):  # trials created from now on: storage as it is now
         scheduler.target = storage.location(spec.run.storage, sweep_dir)
     ctx = pipeline.Context(spec, data, meta["output"], os.path.abspath(sweep_dir), session.uri, session.client,

@@ -119,6 +119,13 @@ def metric_histories(client: MlflowClient, experiment_id: str, parent_run_id: st
     return out
 
 
+def trial_numbers(client: MlflowClient, experiment_id: str, parent_run_id: str) -> dict[str, int]:
+    """{Ray trial id: trial number} of a sweep's trials (the tuner.trial_number tag of their runs)."""
+    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=5000)
+    return {r.data.tags["tuner.trial_id"]: int(r.data.tags.get("tuner.trial_number", "0"))
+            for r in runs if r.data.tags.get("tuner.trial_id")}
+
+
 class TrialRuns(tune.Callback):
     """Ray Tune callback: a child MLflow run per trial, nested under `parent_run_id`."""
 
