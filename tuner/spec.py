@@ -12,7 +12,7 @@ Layout of a file (every section but `model` is optional; defaults live in the da
       lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}
       num_negatives: {type: int, low: 1, high: 8, when: {loss: bpr}}
     search: {samples: 16, concurrency: 2, seed: 0, algo: tpe}
-    scheduler: {type: asha, grace_period: 2, reduction_factor: 3}   # or asha_promote, fifo
+    scheduler: {type: asha, grace_period: 2, reduction_factor: 3, brackets: 1}   # or asha_promote, fifo
     resources: {cpu: 1, gpu: 0}
     tracking: {uri: null, experiment: null}
     run: {max_failures: 0}

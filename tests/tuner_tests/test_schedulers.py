@@ -269,3 +269,91 @@ def test_a_resumed_scheduler_keeps_the_waiting_waiting_and_stops_the_out():
         tc.get_trial(tid).status = Trial.TERMINATED
     assert s.choose_trial_to_run(AsRay(tc)) is None
     assert "t2" in tc.stopped and tc.get_trial("t2").status == Trial.TERMINATED  # no hang on a PENDING waiter
+
+
+# -- Hyperband brackets ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("brackets", [1, 2, 3])
+def test_bracket_plan_deals_ray_shares_in_every_prefix(brackets):
+    import math
+
+    from tuner.schedulers import bracket_plan
+
+    plan = bracket_plan(64, brackets)
+    assert plan == bracket_plan(64, brackets) and set(plan) == set(range(brackets))
+    weights = [math.exp(-s) for s in range(brackets)]
+    for n in range(1, 65):  # after any number of trials, each bracket is within one trial of its share
+        for s in range(brackets):
+            assert abs(plan[:n].count(s) - n * weights[s] / sum(weights)) < 1.0, (n, s, plan[:n])
+    assert bracket_plan(8, 2) == [0, 1, 0, 0, 0, 1, 0, 0]  # 0.73 / 0.27 of the trials
+
+
+def make_bracketed(samples=8):
+    from tuner.schedulers import bracket_plan
+
+    tc = FakeController(*[f"t{i}" for i in range(samples)])
+    s = PromotionASHA(metric="val", mode="max", milestones=(2, 6), reduction_factor=2, samples=samples,
+                      brackets=2)
+    for t in tc.trials:
+        s.on_trial_add(tc, t)
+    return s, tc, bracket_plan(samples, 2)
+
+
+def test_a_later_bracket_is_first_compared_at_its_own_rung():
+    """Bracket 1 starts at the second rung: its trials run through epoch 2 unjudged and are compared at
+    epoch 6 with their own bracket only; bracket 0's trials pause at epoch 2 as before."""
+    s, tc, plan = make_bracketed()
+    assert [s.bracket_of[f"t{i}"] for i in range(8)] == plan == [0, 1, 0, 0, 0, 1, 0, 0]
+    assert [len(r.milestones) for r in s.brackets] == [2, 1] and s.brackets[1].milestones == (6,)
+    assert [r.samples for r in s.brackets] == [6, 2]
+    assert report(s, tc, "t0", 2, 0.5) == TrialScheduler.PAUSE  # bracket 0: first arrival waits
+    assert report(s, tc, "t1", 2, 0.0001) == TrialScheduler.CONTINUE  # bracket 1: epoch 2 is no rung
+    assert "t1" not in s.rungs.values[0]
+    assert report(s, tc, "t1", 6, 0.2) == TrialScheduler.PAUSE  # first of its bracket at epoch 6
+    assert report(s, tc, "t5", 6, 0.1) == TrialScheduler.STOP  # 2 samples at rf 2: one place, t1 has it
+    assert s.brackets[1].out == {"t5": 0} and s.rungs.out == {}
+    chosen = s.choose_trial_to_run(AsRay(tc))  # t1 is promotable at epoch 6: before any new trial
+    assert chosen.trial_id == "t1" and s.brackets[1].promoted[0] == {"t1"}
+    assert "bracket 0: 2: 1 (0 promoted)" in s.debug_string() and "bracket 1: 6: 2 (1 promoted)" in s.debug_string()
+
+
+def test_promotions_go_from_the_highest_epoch_over_all_brackets():
+    s, tc, _ = make_bracketed()
+    for tid, v in (("t0", 0.5), ("t2", 0.4)):
+        report(s, tc, tid, 2, v)  # bracket 0, rung at epoch 2: quota 1, t0
+    report(s, tc, "t1", 6, 0.3)
+    report(s, tc, "t5", 6, 0.1)  # bracket 1 at epoch 6: quota 1, t1 (t5 out)
+    first = s.choose_trial_to_run(AsRay(tc))
+    first.status = Trial.RUNNING
+    second = s.choose_trial_to_run(AsRay(tc))
+    assert (first.trial_id, second.trial_id) == ("t1", "t0")
+
+
+def test_a_resumed_bracketed_scheduler_places_trials_by_number_order():
+    """Resume: trials go back to their brackets by the order of their numbers (a shared study may start
+    them anywhere), also the one that never logged an epoch (by the order Ray adds it back in)."""
+    s, tc, _ = make_bracketed(samples=4)
+    log, clock = {}, iter(range(100))
+
+    def rep(tid, epoch, value):
+        log.setdefault(tid, {})[epoch] = (float(next(clock)), value)
+        return report(s, tc, tid, epoch, value)
+
+    for e in (1, 2):
+        rep("t0", e, 0.1 * e)
+    for e in range(1, 7):
+        rep("t1", e, 0.05 * e)  # bracket 1: reaches epoch 6 unjudged
+    for e in (1, 2, 3):
+        rep("t2", e, 0.3 * e)  # best of 2 at epoch 2 in bracket 0: promoted on arrival, logged past it
+    r = PromotionASHA(metric="val", mode="max", milestones=(2, 6), reduction_factor=2, samples=4, brackets=2)
+    r.restore(log, {"t0": 40, "t1": 41, "t2": 42})
+    assert r.bracket_of == {"t0": 0, "t1": 1, "t2": 0}
+    assert [b.values for b in r.brackets] == [b.values for b in s.brackets]
+    assert [b.promoted for b in r.brackets] == [b.promoted for b in s.brackets]
+    tc2 = FakeController("t0", "t1", "t2", "t3")
+    for t in tc2.trials:
+        r.on_trial_add(tc2, t)
+    assert r.bracket_of["t3"] == s.bracket_of["t3"] == 0
+    without = PromotionASHA(metric="val", mode="max", milestones=(2, 6), reduction_factor=2, samples=4, brackets=2)
+    without.restore(log)  # no numbers (brackets: 1 has no use for them): the first bracket
+    assert set(without.bracket_of.values()) == {0}

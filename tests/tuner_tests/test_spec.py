@@ -114,6 +114,11 @@ BAD = {
                                        "scheduler: {grace_period: 5}\n", 4, "scheduler.grace_period", "(4)"),
     "asha_promote without a space": (M + "scheduler: {type: asha_promote}\n", 2, "scheduler.type", "no `space`"),
     "unknown scheduler": (M + "scheduler: {type: hyperband}\n", 2, "scheduler.type", "asha_promote"),
+    "brackets beyond the rungs": (M + "fixed: {epochs: 20}\nscheduler: {grace_period: 1, reduction_factor: 4, "
+                                  "brackets: 4}\n", 3, "scheduler.brackets",
+                                  "this schedule has 3 (asha, rungs at epochs 1, 4, 16)"),
+    "brackets under fifo": (M + "scheduler: {type: fifo, brackets: 2}\n", 2, "scheduler.brackets", "has 0"),
+    "zero brackets": (M + "scheduler: {brackets: 0}\n", 2, "scheduler.brackets", ">= 1"),
 }
 
 
@@ -289,3 +294,22 @@ def test_tpe_options_reach_optunas_sampler(tmp_path):
         assert f"search.{knob}" in raises_tuner_error(S.load, rand)
     over = write(tmp_path, "over.yaml", yaml.safe_dump({**body, "search": {"random_fraction": 1.5}}))
     assert "search.random_fraction" in raises_tuner_error(S.load, over)
+
+
+def test_brackets_reach_both_asha_schedulers(tmp_path):
+    """scheduler.brackets builds Ray's AsyncHyperBand with that many brackets, and asha_promote with one
+    `Rungs` per bracket, bracket s from rung s on."""
+    from tuner import sweep
+
+    body = {"name": "b", "model": "bpr_mf", "fixed": {"epochs": 20},
+            "space": {"lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True}},
+            "search": {"samples": 8}, "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 4,
+                                                    "brackets": 3}}
+    spec = S.load(write(tmp_path, "a.yaml", yaml.safe_dump(body)))
+    ray_asha = sweep._scheduler(spec)
+    assert [len(b._rungs) for b in ray_asha._brackets] == [3, 2, 1]
+    body["scheduler"].update(type="asha_promote", brackets=2)
+    spec = S.load(write(tmp_path, "p.yaml", yaml.safe_dump(body)))
+    ours = sweep._scheduler(spec)
+    assert [r.milestones for r in ours.brackets] == [(1, 4), (4,)] and sum(r.samples for r in ours.brackets) == 8
+    assert S.load(write(tmp_path, "d.yaml", yaml.safe_dump({**body, "scheduler": {}}))).scheduler.brackets == 1
