@@ -385,7 +385,27 @@ def replay_table(path: str) -> str:
     asha = replay_rows(rows)
     if not asha:
         return f"{path}: no repeat has random_curves (run the sweeps with this version first)"
-    return asha + "\n\nOptuna's own pruners on the same curves (one worker, trials in order):\n\n" + pruner_rows(rows)
+    return (asha + "\n\n`asha_promote` with Hyperband's brackets (`scheduler.brackets`, tuner/schedulers.py's plan) on the "
+            "same curves:\n\n" + bracket_rows(rows)
+            + "\n\nOptuna's own pruners on the same curves (one worker, trials in order):\n\n" + pruner_rows(rows))
+
+
+def bracket_rows(rows: list[dict]) -> str:
+    """asha_promote with 2 or more brackets, where the schedule has that many rungs: best / random best,
+    and trial-epochs / full budget, as replay_rows."""
+    rows, per_repeat = stored_curves(rows)
+    from tuner.spec import SchedulerSpec
+
+    max_t = max(len(c) for curves in per_repeat for c in curves)
+    lines = ["| grace | reduction | brackets | rungs | " + " | ".join(f"r{row['repeat']} ratio, fraction" for row in rows)
+             + " |", "|---|---|---|---|" + "---|" * len(rows)]
+    for grace in (1, 2):
+        for eta in (2, 3, 4):
+            rungs = SchedulerSpec("asha_promote", grace, eta).rungs(max_t)
+            for b in range(2, len(rungs) + 1):
+                cells = [cell(*promote_replay(curves, grace, eta, brackets=b), curves) for curves in per_repeat]
+                lines.append(f"| {grace} | {eta} | {b} | {', '.join(map(str, rungs))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def replay_rows(rows: list[dict]) -> str:

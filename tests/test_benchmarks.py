@@ -229,3 +229,16 @@ def test_search_efficiency_keeps_each_trials_config_without_the_knobs_its_condit
     assert trials[0] == {"trial": 0, "status": "completed", "epochs_run": 3, "best_val_ndcg_10": 0.02, "loss": "ce",
                          "dim": 16, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 256}
     assert trials[1]["loss"] == "bpr" and trials[1]["num_negatives"] == 4.0
+
+
+def test_promote_replay_with_brackets_judges_a_later_bracket_at_its_own_rung():
+    import search_efficiency as se
+
+    # 8 trials, 2 brackets: trials 1 and 5 are bracket 1 (tuner.schedulers.bracket_plan), compared first at
+    # epoch 2. Trial 1 starts slowest (0 at epochs 1-3) and ends best (9): one bracket cuts it at epoch 1,
+    # two keep it, as it beats trial 5, its bracket's only rival, at epoch 2
+    curves = [[1, 2, 3, 4]] * 8
+    curves[1], curves[5] = [0, 0, 0, 9], [0, -1, -1, 1]
+    best1, spent1 = se.promote_replay(curves, grace=1, eta=2, workers=1)
+    best2, spent2 = se.promote_replay(curves, grace=1, eta=2, workers=1, brackets=2)
+    assert best1 == 4 and best2 == 9 and spent2 > spent1
