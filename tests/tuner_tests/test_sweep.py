@@ -124,6 +124,34 @@ def test_asha_promote_sweep_promotes_exactly_the_papers_choice(ray_session, tmp_
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(went_on)
 
 
+def test_bracketed_asha_promote_sweep_judges_its_second_bracket_at_epoch_2(ray_session, tmp_path):
+    """scheduler.brackets: 2 in a real sweep: trials 1 and 5 (the plan's bracket 1) are never stopped at
+    epoch 1, also where a bracket-0 trial with a better epoch-1 value was; at epoch 2 they are compared
+    with each other only (2 trials at rf 2: one place), so the better of them there runs to the end and
+    the other stops; MLflow and Optuna agree on every verdict."""
+    from tuner import sweep
+
+    body = {**SPEC, "name": "brackets", "fixed": {"epochs": 4, "batch_size": 256},
+            "search": {"samples": 8, "concurrency": 1, "seed": 1},
+            "scheduler": {"type": "asha_promote", "grace_period": 1, "reduction_factor": 2, "brackets": 2}}
+    spec = specmod.load(write_spec(tmp_path, body))  # rungs at epochs 1, 2; bracket 1: epoch 2 only
+    res = sweep.run(spec, output=str(tmp_path / "out"), verbose=0)
+    client = MlflowClient(res.tracking_uri)
+    kids = {int(r.data.tags["tuner.trial_number"]): r for r in children_of(client, res.experiment_id, res.parent_run_id)}
+    assert sorted(kids) == list(range(8))
+    ran = {n: int(r.data.tags["epochs_run"]) for n, r in kids.items()}
+    curve = {n: {m.step: m.value for m in client.get_metric_history(r.info.run_id, "val_ndcg_10")}
+             for n, r in kids.items()}
+    winner = max((1, 5), key=lambda n: curve[n][2])
+    assert curve[1][2] != curve[5][2] and ran[winner] == 4 and ran[6 - winner] == 2, (ran, curve)
+    cut_at_1 = [curve[n][1] for n in (0, 2, 3, 4, 6, 7) if ran[n] == 1]  # bracket 0 is judged at epoch 1
+    assert cut_at_1 and min(curve[1][1], curve[5][1]) < max(cut_at_1), "one bracket would do the same: change the seed"
+    stored = optuna.load_study(study_name=res.extra["study_name"], storage=res.extra["optuna_storage"])
+    verdict = {4: optuna.trial.TrialState.COMPLETE}
+    assert {t.number: t.state for t in stored.trials} == {
+        n: verdict.get(e, optuna.trial.TrialState.PRUNED) for n, e in ran.items()}
+
+
 def test_one_worker_and_one_seed_repeat_a_tpe_asha_sweep_number_for_number(ray_session, tmp_path):
     """search.seed makes a sweep repeatable when trials run one at a time: TPE's proposals past its start-up,
     ASHA's pauses and promotions and every metric come out the same (README: with 2+ workers they depend on
