@@ -145,7 +145,8 @@ def test_bracketed_asha_promote_sweep_judges_its_second_bracket_at_epoch_2(ray_s
     winner = max((1, 5), key=lambda n: curve[n][2])
     assert curve[1][2] != curve[5][2] and ran[winner] == 4 and ran[6 - winner] == 2, (ran, curve)
     cut_at_1 = [curve[n][1] for n in (0, 2, 3, 4, 6, 7) if ran[n] == 1]  # bracket 0 is judged at epoch 1
-    assert cut_at_1 and min(curve[1][1], curve[5][1]) < max(cut_at_1), "bracket 1 judged at epoch 1 as bracket 0 is (or this seed no longer shows the difference)"
+    assert cut_at_1 and min(curve[1][1], curve[5][1]) < max(cut_at_1), (
+        "bracket 1 judged at epoch 1 as bracket 0 is (or this seed no longer shows the difference)")
     stored = optuna.load_study(study_name=res.extra["study_name"], storage=res.extra["optuna_storage"])
     verdict = {4: optuna.trial.TrialState.COMPLETE}
     assert {t.number: t.state for t in stored.trials} == {
