@@ -127,7 +127,7 @@ class Rungs:
 def bracket_plan(n: int, brackets: int) -> list[int]:
     """The brackets of trials 0..n-1: shares proportional to e^-s (Ray's AsyncHyperBand weights: e to
     the number of rungs a bracket has, relative to the first), dealt in order, each trial going to the
-    bracket furthest below its share so far (ties: the earlier bracket). For 2 brackets: 0, 0, 0, 1, ..."""
+    bracket furthest below its share so far (ties: the earlier bracket). 2 brackets: 0, 1, 0, 0, 0, 1, 0, 0, ..."""
     weights = [math.exp(-s) for s in range(brackets)]
     shares = [w / sum(weights) for w in weights]
     counts, plan = [0] * brackets, []

@@ -95,7 +95,7 @@ class SchedulerSpec:
     reduction_factor: float = bounded(3.0, low=1.01, high=1000.0)
     # Hyperband's brackets (Ray's AsyncHyperBand `brackets`): bracket s compares its trials from rung s
     # on, so a slow starter in a later bracket is never judged at the early rungs. Trials go to bracket
-    # s in proportion to e^-s (Ray's weights); asha_promote assigns them by Optuna trial number.
+    # s in proportion to e^-s (Ray's weights): at random under asha, in a fixed order under asha_promote.
     brackets: int = bounded(1, low=1, high=16)
 
     def rungs(self, max_t: int) -> tuple[int, ...]:
