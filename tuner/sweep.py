@@ -225,8 +225,7 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1,
     tuner = pipeline.restore_tuner(sweep_dir, _trainable(spec, data), spec.run.storage)
     scheduler = raycompat.tuner_scheduler(tuner)
     if isinstance(scheduler, PromotionASHA):  # its rungs as they were: who waits, who is out
-        scheduler.restore(tracking.metric_histories(session.client, session.exp_id, pid, spec.metric.name),
-                          tracking.trial_numbers(session.client, session.exp_id, pid))
+        scheduler.restore(*tracking.trial_histories(session.client, session.exp_id, pid, spec.metric.name))
     if where is not None and isinstance(scheduler, Rebase):  # trials created from now on: storage as it is now
         scheduler.target = storage.location(spec.run.storage, sweep_dir)
     ctx = pipeline.Context(spec, data, meta["output"], os.path.abspath(sweep_dir), session.uri, session.client,

@@ -104,26 +104,21 @@ def flat_params(config: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v)[:500] for k, v in config.items()}
 
 
-def metric_histories(client: MlflowClient, experiment_id: str, parent_run_id: str,
-                     metric: str) -> dict[str, dict[int, tuple[float, float]]]:
-    """{Ray trial id: {epoch: (timestamp in s, value)}} of a sweep's trials, from their MLflow runs
-    (each epoch is logged once: TrialRuns skips replayed epochs). `tuner resume` rebuilds the
-    asha_promote rungs from it."""
+def trial_histories(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                    metric: str) -> tuple[dict[str, dict[int, tuple[float, float]]], dict[str, int]]:
+    """({Ray trial id: {epoch: (timestamp in s, value)}}, {Ray trial id: trial number}) of a sweep's
+    trials, from their MLflow runs in one search (each epoch is logged once: TrialRuns skips replayed
+    epochs). `tuner resume` rebuilds the asha_promote rungs and brackets from them."""
     runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=5000)
-    out: dict[str, dict[int, tuple[float, float]]] = {}
+    histories: dict[str, dict[int, tuple[float, float]]] = {}
+    numbers: dict[str, int] = {}
     for r in runs:
         tid = r.data.tags.get("tuner.trial_id")
         if tid:
-            out[tid] = {int(m.step): (m.timestamp / 1000.0, float(m.value))
-                        for m in client.get_metric_history(r.info.run_id, metric)}
-    return out
-
-
-def trial_numbers(client: MlflowClient, experiment_id: str, parent_run_id: str) -> dict[str, int]:
-    """{Ray trial id: trial number} of a sweep's trials (the tuner.trial_number tag of their runs)."""
-    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=5000)
-    return {r.data.tags["tuner.trial_id"]: int(r.data.tags.get("tuner.trial_number", "0"))
-            for r in runs if r.data.tags.get("tuner.trial_id")}
+            histories[tid] = {int(m.step): (m.timestamp / 1000.0, float(m.value))
+                              for m in client.get_metric_history(r.info.run_id, metric)}
+            numbers[tid] = int(r.data.tags.get("tuner.trial_number", "0"))
+    return histories, numbers
 
 
 class TrialRuns(tune.Callback):
