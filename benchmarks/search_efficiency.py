@@ -271,19 +271,17 @@ def promote_replay(curves: list[list[float]], grace: int, eta: int, workers: int
     on full-length curves: `workers` slots, every epoch one time unit, trials started in order; a free
     slot takes a promotion (highest epoch first) before a new trial. Returns (best value seen,
     trial-epochs spent)."""
-    from tuner.schedulers import Rungs, bracket_plan
+    from tuner.schedulers import make_brackets
     from tuner.spec import SchedulerSpec
 
-    all_ms = SchedulerSpec("asha_promote", grace, eta).rungs(max(len(c) for c in curves))
-    plan = bracket_plan(len(curves), brackets)
-    per = [Rungs(all_ms[s:], eta, samples=plan.count(s)) for s in range(brackets)]
+    ms = SchedulerSpec("asha_promote", grace, eta).rungs(max(len(c) for c in curves))
+    plan, per, ladder = make_brackets(ms, eta, len(curves), brackets)
 
     def until(i: int, epoch: int) -> int:  # where trial i, now at `epoch`, stops next
         return next((m for m in per[plan[i]].milestones if epoch < m < len(curves[i])), len(curves[i]))
 
     def next_promotion() -> tuple[int, int] | None:  # (trial, its bracket's rung) at the highest epoch
-        ladder = sorted(((m, s, k) for s, r in enumerate(per) for k, m in enumerate(r.milestones)), reverse=True)
-        return next(((int(p[0]), k) for _, s, k in ladder for p in [per[s].promotable(k)] if p), None)
+        return next(((int(p[0]), k) for s, k in ladder for p in [per[s].promotable(k)] if p), None)
 
     clock, running, started, best, spent = 0, [], 0, float("-inf"), 0  # running: (end time, trial, from epoch)
     while True:

@@ -138,6 +138,17 @@ def bracket_plan(n: int, brackets: int) -> list[int]:
     return plan
 
 
+def make_brackets(milestones: Sequence[int], reduction_factor: float, samples: int, brackets: int,
+                  mode: str = "max") -> tuple[list[int], list[Rungs], list[tuple[int, int]]]:
+    """(plan, rungs, ladder): each trial's bracket, one `Rungs` per bracket (bracket s from milestone s on,
+    bounded by the trials the plan deals it), and every (bracket, rung) from the highest epoch down, the
+    order promotions are taken in (the paper's get_job, over all brackets)."""
+    plan = bracket_plan(samples, brackets)
+    rungs = [Rungs(tuple(milestones)[s:], reduction_factor, plan.count(s), mode) for s in range(brackets)]
+    ladder = sorted(((m, s, k) for s, r in enumerate(rungs) for k, m in enumerate(r.milestones)), reverse=True)
+    return plan, rungs, [(s, k) for _, s, k in ladder]
+
+
 class PauseAwareLimiter(ConcurrencyLimiter):
     """ConcurrencyLimiter that counts running trials only: a paused trial holds no CPU, so it must not
     hold one of the `max_concurrent` slots either (else two paused trials would block the sweep)."""
@@ -185,10 +196,7 @@ class PromotionASHA(Rebase, FIFOScheduler):
                  brackets: int = 1):
         super().__init__()
         self._score, self._time_attr = metric, time_attr  # our own: Ray's TrialScheduler keeps _metric
-        self._plan = bracket_plan(samples, brackets)
-        # bracket s: rungs from milestone s on, bounded by the trials the plan deals it
-        self.brackets = [Rungs(tuple(milestones)[s:], reduction_factor, self._plan.count(s), mode)
-                         for s in range(brackets)]
+        self._plan, self.brackets, self._ladder = make_brackets(milestones, reduction_factor, samples, brackets, mode)
         self.bracket_of: dict[str, int] = {}  # trial -> its bracket
         self._limiter = limiter
         self._added = 0
@@ -280,9 +288,7 @@ class PromotionASHA(Rebase, FIFOScheduler):
             if t.status in held and t.trial_id in self.rungs_of(t.trial_id).out:
                 tune_controller.stop_trial(t)
         # 1. promotions first, from the highest rung (epoch) down, over all brackets (the paper's get_job)
-        order = sorted(((m, s, k) for s, rungs in enumerate(self.brackets) for k, m in enumerate(rungs.milestones)),
-                       reverse=True)
-        for _, s, k in order:
+        for s, k in self._ladder:
             for tid in self.brackets[s].promotable(k):
                 t = by_id.get(tid)
                 if t is not None and t.status in held:
