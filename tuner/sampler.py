@@ -1,6 +1,7 @@
 """TPE with three options of ours: it learns from trials waiting at an asha_promote rung
 (`search.paused_as_pruned: true`), it models the largest rung with enough results, as BOHB does
-(`search.largest_rung: true`), and a share of its proposals are uniform draws (`search.random_fraction`).
+(`search.largest_rung: true`), and a share of its proposals are uniform draws (`search.random_fraction`);
+and BOHB's size of the good group (`search.gamma: bohb`, `bohb_gamma` below).
 
 Under asha_promote a trial that reaches a rung waits there, RUNNING to Optuna, until enough trials
 have arrived to rank it. Stock TPE fits only COMPLETE and PRUNED trials, so for most of a sweep it
@@ -120,6 +121,16 @@ def largest_rung(trials: list[FrozenTrial]) -> int | None:
     needed = len({name for t in trials for name in t.params}) + 1
     reached = Counter(step for t in trials for step in t.intermediate_values)
     return max((step for step, n in reached.items() if n >= needed), default=None)
+
+
+def bohb_gamma(n: int, *, knobs: int) -> int:
+    """How many of n trials form TPE's good group under `search.gamma: bohb`: BOHB's rule
+    (hpbandster's config generator: max(min_points_in_model, top_n_percent * n // 100), with
+    min_points_in_model = d + 1 and top_n_percent = 15), capped at n. Optuna's default is
+    min(ceil(0.1 n), 25): 2 or 3 trials at 20-30, so one model size leading at the early rungs fills
+    the group and TPE proposes it from then on (README, search efficiency); d + 1 keeps the density
+    of the good trials wider than one cluster, which is what BOHB's KDE needs d + 1 points for."""
+    return min(n, max(knobs + 1, 15 * n // 100))
 
 
 INTERLEAVE_SEED_OFFSET = 0x9E3779B9  # the uniform draws' seed is TPE's plus this (any fixed, distinct value)

@@ -69,7 +69,9 @@ class SearchSpec:
     # Optuna) count as PRUNED at their last epoch while TPE samples (tuner/sampler.py says why);
     # largest_rung is ours: TPE ranks trials by their value at the largest epoch that d + 1 trials
     # reached (BOHB's model), not COMPLETE above PRUNED;
-    # random_fraction is ours too: that share of the trials after start-up are uniform draws (BOHB's 1/3)
+    # random_fraction is ours too: that share of the trials after start-up are uniform draws (BOHB's 1/3);
+    # gamma: the size of TPE's good group, Optuna's (top 10%, at most 25) or BOHB's (top 15%, at least
+    # d + 1 for d knobs; tuner/sampler.py bohb_gamma)
     n_startup_trials: int = bounded(10, low=0, high=100_000)
     multivariate: bool = False
     group: bool = False
@@ -77,6 +79,7 @@ class SearchSpec:
     paused_as_pruned: bool = False
     largest_rung: bool = False
     random_fraction: float = bounded(0.0, low=0.0, high=1.0)
+    gamma: Literal["optuna", "bohb"] = "optuna"
     study_name: str | None = text(None, max_len=200)
     # Optuna's RDB storage (sqlite:///..., postgresql://user@host/db, mysql://...); default: optuna.db
     # beside mlflow.db. A shared database lets several drivers sweep at once and one dashboard read

@@ -316,7 +316,7 @@ def _cast_or_keep(value: Any, tp: Any) -> Any:
 
 
 TPE_KNOBS = ("n_startup_trials", "multivariate", "group", "constant_liar", "paused_as_pruned", "largest_rung",
-             "random_fraction")  # SearchSpec fields the TPE sampler reads
+             "random_fraction", "gamma")  # SearchSpec fields the TPE sampler reads
 
 
 def _check_tpe(spec: Spec, line_of) -> None:

@@ -37,7 +37,7 @@ from tuner.pipeline import Interrupted, SweepResult  # noqa: F401 - callers catc
 from trainables.data import Dataset
 from trainables.errors import TunerError, redact
 from tuner.checks import describe_uri
-from tuner.sampler import TunerTPESampler
+from tuner.sampler import TunerTPESampler, bohb_gamma
 from tuner.schedulers import Asha, Fifo, PauseAwareLimiter, PromotionASHA, Rebase
 from tuner.searcher import PrunedAwareOptunaSearch
 from tuner.space import define_by_run
@@ -89,8 +89,12 @@ def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):
                 "random_fraction": s.random_fraction}
         tpe = (partial(TunerTPESampler, **ours) if any(ours.values())  # else Optuna's own, untouched
                else optuna.samplers.TPESampler)
+        # BOHB's good group: d = the space's knobs (a conditional space's inactive ones count too).
+        # TPESampler's gamma is deprecated since Optuna 4.9 (a FutureWarning) and goes in 6.0: pyproject caps optuna < 6
+        warnings.simplefilter("ignore", FutureWarning)
+        gamma = {"gamma": partial(bohb_gamma, knobs=len(spec.space))} if s.gamma == "bohb" else {}
         sampler = (tpe(seed=s.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate,
-                       group=s.group, constant_liar=s.constant_liar) if s.algo == "tpe"
+                       group=s.group, constant_liar=s.constant_liar, **gamma) if s.algo == "tpe"
                    else optuna.samplers.RandomSampler(seed=s.seed))
     searcher = PrunedAwareOptunaSearch(space=define_by_run(spec), metric=spec.metric.name, mode=spec.metric.mode,
                                        sampler=sampler, epochs_of=epochs_counter(spec),
