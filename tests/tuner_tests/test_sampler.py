@@ -2,7 +2,7 @@
 an epoch reported) are what TPE models, and the study itself is never changed; with largest_rung,
 trials rank by their value at the largest epoch d + 1 of them reached, not COMPLETE first; with
 random_fraction, that share of the trials after start-up are uniform draws, and the start-up is as
-without it."""
+without it; bohb_gamma sizes TPE's good group as BOHB does."""
 
 import copy
 import pickle
@@ -14,9 +14,9 @@ from optuna.trial import TrialState
 
 from functools import partial
 
-from optuna.samplers._tpe.sampler import _split_trials
+from optuna.samplers._tpe.sampler import _split_trials, default_gamma
 
-from tuner.sampler import TunerTPESampler, _LargestRung, _PausedAsPruned, largest_rung
+from tuner.sampler import TunerTPESampler, _LargestRung, _PausedAsPruned, bohb_gamma, largest_rung
 
 PausedAwareTPESampler = partial(TunerTPESampler, paused_as_pruned=True)
 
@@ -209,3 +209,21 @@ def test_the_start_up_draws_are_as_without_the_option(fraction):
 def test_a_fraction_outside_0_1_is_refused():
     with pytest.raises(ValueError, match="random_fraction"):
         TunerTPESampler(random_fraction=1.5)
+
+
+@pytest.mark.parametrize("n, knobs, expected", [(1, 6, 1), (5, 6, 5), (7, 6, 7), (20, 6, 7), (46, 6, 7), (47, 6, 7),
+                                                (48, 6, 7), (60, 6, 9), (100, 2, 15), (200, 6, 30)])
+def test_bohb_gamma_is_the_top_15_percent_and_at_least_d_plus_1(n, knobs, expected):
+    assert bohb_gamma(n, knobs=knobs) == expected
+
+
+def test_bohb_gamma_widens_tpes_good_group():
+    # 20 finished trials valued x: Optuna's default good group is the top 2, BOHB's (d = 6) the top 7
+    with pytest.warns(FutureWarning):  # TPESampler's gamma: deprecated in Optuna 4.9 (pyproject caps < 6)
+        wide = optuna.samplers.TPESampler(seed=0, gamma=partial(bohb_gamma, knobs=6))
+    study = finished_study(optuna.samplers.RandomSampler(seed=1), 20)
+    trials = study.get_trials(deepcopy=False)
+    top = sorted(t.params["x"] for t in trials)[::-1]
+    for gamma, size in ((default_gamma, 2), (wide._gamma, 7)):
+        good, bad = _split_trials(study, trials, gamma(len(trials)))
+        assert sorted((t.params["x"] for t in good), reverse=True) == top[:size] and len(bad) == 20 - size

@@ -289,7 +289,14 @@ def test_tpe_options_reach_optunas_sampler(tmp_path):
     rung = S.load(write(tmp_path, "rung.yaml", yaml.safe_dump({**body, "search": {"largest_rung": True}})))
     sampler = sweep._search(rung, str(tmp_path), "t")[0]._sampler
     assert isinstance(sampler, TunerTPESampler) and (sampler._largest_rung, sampler._paused_as_pruned) == (True, False)
-    for knob, value in (("paused_as_pruned", True), ("largest_rung", True), ("random_fraction", 0.5)):
+    wide = S.load(write(tmp_path, "wide.yaml", yaml.safe_dump({**body, "search": {"gamma": "bohb"}})))
+    sampler = sweep._search(wide, str(tmp_path), "t")[0]._sampler
+    assert type(sampler) is optuna.samplers.TPESampler
+    assert (sampler._gamma(5), sampler._gamma(20)) == (2, 3)  # d = 1 knob: max(d + 1, 15% of n)
+    assert sampler._gamma(60) == 9 and sweep._search(plain, str(tmp_path), "t")[0]._sampler._gamma is None  # Optuna's
+    odd = write(tmp_path, "odd.yaml", yaml.safe_dump({**body, "search": {"gamma": "hyperopt"}}))
+    assert "search.gamma" in raises_tuner_error(S.load, odd)
+    for knob, value in (("paused_as_pruned", True), ("largest_rung", True), ("random_fraction", 0.5), ("gamma", "bohb")):
         rand = write(tmp_path, "rand.yaml", yaml.safe_dump({**body, "search": {"algo": "random", knob: value}}))
         assert f"search.{knob}" in raises_tuner_error(S.load, rand)
     over = write(tmp_path, "over.yaml", yaml.safe_dump({**body, "search": {"random_fraction": 1.5}}))
