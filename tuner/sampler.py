@@ -129,7 +129,9 @@ def bohb_gamma(n: int, *, knobs: int) -> int:
     min_points_in_model = d + 1 and top_n_percent = 15), capped at n. Optuna's default is
     min(ceil(0.1 n), 25): 2 or 3 trials at 20-30, so one model size leading at the early rungs fills
     the group and TPE proposes it from then on (README, search efficiency); d + 1 keeps the density
-    of the good trials wider than one cluster, which is what BOHB's KDE needs d + 1 points for."""
+    of the good trials wider than one cluster, which is what BOHB's KDE needs d + 1 points for.
+    Measured on Beauty beside multivariate, paused_as_pruned and largest_rung (README, search efficiency):
+    4 of 5 repeats met, as without it, another one missed: proposals still followed one model size."""
     return min(n, max(knobs + 1, 15 * n // 100))
 
 
