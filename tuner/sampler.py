@@ -1,7 +1,8 @@
 """TPE with three options of ours: it learns from trials waiting at an asha_promote rung
 (`search.paused_as_pruned: true`), it models the largest rung with enough results, as BOHB does
-(`search.largest_rung: true`), and a share of its proposals are uniform draws (`search.random_fraction`);
-and BOHB's size of the good group (`search.gamma: bohb`, `bohb_gamma` below).
+(`search.largest_rung: true`), and a share of its proposals are uniform draws (`search.random_fraction`).
+A fourth, BOHB's size of TPE's good group (`search.gamma: bohb`), is `bohb_gamma` below, passed to
+Optuna's TPESampler as its gamma.
 
 Under asha_promote a trial that reaches a rung waits there, RUNNING to Optuna, until enough trials
 have arrived to rank it. Stock TPE fits only COMPLETE and PRUNED trials, so for most of a sweep it
@@ -128,10 +129,10 @@ def bohb_gamma(n: int, *, knobs: int) -> int:
     (hpbandster's config generator: max(min_points_in_model, top_n_percent * n // 100), with
     min_points_in_model = d + 1 and top_n_percent = 15), capped at n. Optuna's default is
     min(ceil(0.1 n), 25): 2 or 3 trials at 20-30, so one model size leading at the early rungs fills
-    the group and TPE proposes it from then on (README, search efficiency); d + 1 keeps the density
-    of the good trials wider than one cluster, which is what BOHB's KDE needs d + 1 points for.
-    Measured on Beauty beside multivariate, paused_as_pruned and largest_rung (README, search efficiency):
-    4 of 5 repeats met, as without it, another one missed: proposals still followed one model size."""
+    the group and TPE proposes it from then on (README, search efficiency); BOHB fits its KDE on at
+    least d + 1 points, and the wider group was meant to hold more than one model size. Measured on
+    Beauty beside multivariate, paused_as_pruned and largest_rung (README, search efficiency): 4 of 5
+    repeats met, as without it, another one missed: the proposals still followed one model size."""
     return min(n, max(knobs + 1, 15 * n // 100))
 
 
