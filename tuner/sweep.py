@@ -89,9 +89,9 @@ def _search(spec: Spec, output: str, study_name: str, owner: str | None = None):
                 "random_fraction": s.random_fraction}
         tpe = (partial(TunerTPESampler, **ours) if any(ours.values())  # else Optuna's own, untouched
                else optuna.samplers.TPESampler)
-        # BOHB's good group: d = the space's knobs (a conditional space's inactive ones count too).
         # TPESampler's gamma is deprecated since Optuna 4.9 (a FutureWarning) and goes in 6.0: pyproject caps optuna < 6
         warnings.filterwarnings("ignore", message=".*`gamma`", category=FutureWarning)
+        # BOHB's good group: d = the space's knobs (a conditional space's inactive ones count too)
         gamma = {"gamma": partial(bohb_gamma, knobs=len(spec.space))} if s.gamma == "bohb" else {}
         sampler = (tpe(seed=s.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate,
                        group=s.group, constant_liar=s.constant_liar, **gamma) if s.algo == "tpe"
