@@ -75,9 +75,21 @@ def main(argv=None) -> int:
                                               "so a variant does not overwrite the main result")
     ap.add_argument("--replay", metavar="JSON", help="no sweeps: replay ASHA schedules on the random searches' "
                     "full-length curves stored in JSON and print what each would have kept and spent")
+    ap.add_argument("--variants", action="store_true", help="no sweeps: one row per stored result in --output "
+                    "(each variant's repeats side by side), written to search_efficiency_variants.md")
     args = ap.parse_args(argv)
     if args.replay:
         print(replay_table(args.replay))
+        return 0
+    if args.variants:
+        text = variants_table(args.output)
+        if text is None:
+            print(f"benchmarks/search_efficiency.py: --variants: no search_efficiency*.json results in {args.output}",
+                  file=sys.stderr)
+            return 2
+        with open(os.path.join(args.output, "search_efficiency_variants.md"), "w") as fh:
+            fh.write(text)
+        print(text, end="")
         return 0
     if not args.smoke_test and not os.path.isfile(args.data):
         print(f"benchmarks/search_efficiency.py: data file not found: {args.data}", file=sys.stderr)
@@ -424,6 +436,58 @@ def replay_rows(rows: list[dict]) -> str:
                 rungs = SchedulerSpec(rule, grace, eta).rungs(max_t)
                 lines.append(f"| {grace} | {eta} | {rule} | {', '.join(map(str, rungs)) or '-'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+VARIANTS_HEAD = """# Search efficiency: every stored variant, repeat by repeat
+
+No sweeps: one row per result file in this folder (`search_efficiency*.json`, smoke tests left out), read as
+stored. A cell is ASHA+TPE's best validation NDCG@10 / random search's best in that repeat, then its trial-epochs /
+random's in percent; targets: >= 0.98 and <= 35% in each of 5 repeats. Knobs: the ASHA+TPE arm's `--set`
+overrides of bpr.yaml (the random arm is bpr.yaml's random search, FIFO, full length); samples: ASHA+TPE's / random's.
+A repeat missing from a row was not run to its end (see the file's notes). Rows: most repeats met first.
+
+Regenerate: `python benchmarks/search_efficiency.py --variants`
+"""
+
+
+def variants_table(folder: str) -> str | None:
+    """Every stored result file's repeats side by side, so the variants can be compared repeat for repeat
+    (None when the folder holds no result)."""
+    import glob
+
+    entries = []
+    for path in sorted(glob.glob(os.path.join(folder, "search_efficiency*.json"))):
+        with open(path) as fh:
+            rec = json.load(fh)
+        if rec.get("smoke_test") or not rec.get("rows"):
+            continue
+        rows = {row["repeat"]: row for row in rec["rows"]}
+        met = sum(row["ratio_met"] and row["epoch_fraction_met"] for row in rows.values())
+        entries.append((os.path.basename(path)[:-5], rec, rows, met))
+    if not entries:
+        return None
+    entries.sort(key=lambda e: (-e[3], -len(e[2]), -min(row["ratio"] for row in e[2].values()), e[0]))
+    top = max([r for _, _, rows, _ in entries for r in rows] + [4])
+    lines = [VARIANTS_HEAD, "| result | samples | scheduler | knobs | "
+             + " | ".join(f"r{r}" for r in range(top + 1)) + " | both met | worst ratio | mean ratio |",
+             "|---" * (top + 8) + "|"]
+    for name, rec, rows, met in entries:
+        first = next(iter(rows.values()))
+        shown = ("scheduler.grace_period", "scheduler.reduction_factor", "search.samples")  # in their own columns
+        knobs = ", ".join(f"{k.split('.', 1)[1]}={str(v).lower() if isinstance(v, bool) else v}"
+                          for k, v in (rec.get("asha_overrides") or {}).items() if k not in shown)
+        samples = f"{len(first['asha_trials'])}/{len(first['random_trials'])}" if first.get("asha_trials") \
+            else f"-/{first['full_budget'] // 20}"
+        scheduler = rec.get("scheduler", "not recorded").split(", rungs")[0]
+        cells = [f"{rows[r]['ratio']:.3f} ({rows[r]['epoch_fraction']:.0%})" if r in rows else "-"
+                 for r in range(top + 1)]
+        ratios = [row["ratio"] for row in rows.values()]
+        lines.append(f"| `{name}` | {samples} | {scheduler} | {knobs or '-'} | " + " | ".join(cells)
+                     + f" | {met} of {len(rows)} | {min(ratios):.3f} | {sum(ratios) / len(ratios):.3f} |")
+    full = [name for name, _, rows, met in entries if met == len(rows) >= 5]
+    lines += ["", "Both targets met in each of 5 or more repeats: "
+              + (", ".join(f"`{n}`" for n in full) if full else "**none** of the variants stored") + "."]
+    return "\n".join(lines) + "\n"
 
 
 def compare(r: int, asha: dict, rand: dict) -> dict:

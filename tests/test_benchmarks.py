@@ -242,3 +242,40 @@ def test_promote_replay_with_brackets_judges_a_later_bracket_at_its_own_rung():
     best1, spent1 = se.promote_replay(curves, grace=1, eta=2, workers=1)
     best2, spent2 = se.promote_replay(curves, grace=1, eta=2, workers=1, brackets=2)
     assert best1 == 4 and best2 == 9 and spent2 > spent1
+
+
+def test_search_efficiency_variants_lines_up_each_stored_result_repeat_by_repeat(tmp_path, capsys):
+    """--variants: one row per result file, each repeat in its own column; a variant counts as meeting the
+    targets only with both met in 5 repeats; smoke results are left out; no results is one line, exit 2."""
+    import json
+
+    import search_efficiency as se
+
+    def row(r, ratio, frac):
+        return {"repeat": r, "ratio": ratio, "epoch_fraction": frac, "ratio_met": ratio >= 0.98,
+                "epoch_fraction_met": frac <= 0.35, "asha_trials": [{}] * 32, "random_trials": [{}] * 32,
+                "full_budget": 640}
+
+    def write(name, rows, smoke=False, overrides=None):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"smoke_test": smoke, "scheduler": "asha_promote, grace 1, reduction 4, rungs at epochs 1, 4",
+             "asha_overrides": overrides or {}, "rows": rows}))
+
+    assert se.main(["--variants", "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    write("search_efficiency_a", [row(r, 1.0, 0.2) for r in range(4)] + [row(4, 0.97, 0.2)],
+          overrides={"scheduler.grace_period": 1, "search.multivariate": True, "scheduler.brackets": 2})
+    write("search_efficiency_b", [row(r, 1.01, 0.3) for r in (0, 2)])
+    write("search_efficiency_smoke", [row(0, 0.5, 0.9)], smoke=True)
+    assert se.main(["--variants", "--output", str(tmp_path)]) == 0
+    text = (tmp_path / "search_efficiency_variants.md").read_text()
+    assert text == capsys.readouterr().out
+    lines = [line for line in text.splitlines() if line.startswith("| `")]
+    assert lines[0] == ("| `search_efficiency_a` | 32/32 | asha_promote, grace 1, reduction 4 | multivariate=true, "
+                        "brackets=2 | 1.000 (20%) | 1.000 (20%) | 1.000 (20%) | 1.000 (20%) | 0.970 (20%) "
+                        "| 4 of 5 | 0.970 | 0.994 |")
+    assert lines[1].startswith("| `search_efficiency_b` | 32/32 |") and "| 1.010 (30%) | - | 1.010 (30%) | - | - |" in lines[1]
+    assert len(lines) == 2  # the smoke result is left out
+    assert "Both targets met in each of 5 or more repeats: **none** of the variants stored." in text
+    write("search_efficiency_a", [row(r, 1.0, 0.2) for r in range(5)])
+    assert "Both targets met in each of 5 or more repeats: `search_efficiency_a`." in se.variants_table(str(tmp_path))
