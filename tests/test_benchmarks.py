@@ -279,3 +279,13 @@ def test_search_efficiency_variants_lines_up_each_stored_result_repeat_by_repeat
     assert "Both targets met in each of 5 or more repeats: **none** of the variants stored." in text
     write("search_efficiency_a", [row(r, 1.0, 0.2) for r in range(5)])
     assert "Both targets met in each of 5 or more repeats: `search_efficiency_a`." in se.variants_table(str(tmp_path))
+
+
+def test_the_stored_variants_table_is_the_one_the_stored_results_give():
+    """benchmarks/results/search_efficiency_variants.md is regenerated after every result added: the table
+    and the files it summarises say the same numbers."""
+    import search_efficiency as se
+
+    results = os.path.join(ROOT, "benchmarks", "results")
+    with open(os.path.join(results, "search_efficiency_variants.md")) as fh:
+        assert fh.read() == se.variants_table(results)
