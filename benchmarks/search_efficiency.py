@@ -82,10 +82,14 @@ def main(argv=None) -> int:
         print(replay_table(args.replay))
         return 0
     if args.variants:
-        text = variants_table(args.output)
+        try:
+            text = variants_table(args.output)
+        except ValueError as e:
+            text, why = None, str(e)
+        else:
+            why = f"no search_efficiency*.json results in {args.output}"
         if text is None:
-            print(f"benchmarks/search_efficiency.py: --variants: no search_efficiency*.json results in {args.output}",
-                  file=sys.stderr)
+            print(f"benchmarks/search_efficiency.py: --variants: {why}", file=sys.stderr)
             return 2
         with open(os.path.join(args.output, "search_efficiency_variants.md"), "w") as fh:
             fh.write(text)
@@ -444,7 +448,8 @@ No sweeps: one row per result file in this folder (`search_efficiency*.json`, sm
 stored. A cell is ASHA+TPE's best validation NDCG@10 / random search's best in that repeat, then its trial-epochs /
 random's in percent; targets: >= 0.98 and <= 35% in each of 5 repeats. Knobs: the ASHA+TPE arm's `--set`
 overrides of bpr.yaml (the random arm is bpr.yaml's random search, FIFO, full length); samples: ASHA+TPE's / random's.
-A repeat missing from a row was not run to its end (see the file's notes). Rows: most repeats met first.
+A repeat missing from a row was not run, or was stopped before its end (docs/search_efficiency.md says which).
+Rows: most repeats meeting both targets first.
 
 Regenerate: `python benchmarks/search_efficiency.py --variants`
 """
@@ -452,17 +457,20 @@ Regenerate: `python benchmarks/search_efficiency.py --variants`
 
 def variants_table(folder: str) -> str | None:
     """Every stored result file's repeats side by side, so the variants can be compared repeat for repeat
-    (None when the folder holds no result)."""
+    (None when the folder holds no result; ValueError naming the file when one is not a result of this script)."""
     import glob
 
     entries = []
     for path in sorted(glob.glob(os.path.join(folder, "search_efficiency*.json"))):
-        with open(path) as fh:
-            rec = json.load(fh)
-        if rec.get("smoke_test") or not rec.get("rows"):
-            continue
-        rows = {row["repeat"]: row for row in rec["rows"]}
-        met = sum(row["ratio_met"] and row["epoch_fraction_met"] for row in rows.values())
+        try:
+            with open(path) as fh:
+                rec = json.load(fh)
+            if rec.get("smoke_test") or not rec.get("rows"):
+                continue
+            rows = {row["repeat"]: row for row in rec["rows"]}
+            met = sum(row["ratio_met"] and row["epoch_fraction_met"] for row in rows.values())
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path}: not a search_efficiency.py result ({type(e).__name__}: {e})") from None
         entries.append((os.path.basename(path)[:-5], rec, rows, met))
     if not entries:
         return None
@@ -476,8 +484,8 @@ def variants_table(folder: str) -> str | None:
         shown = ("scheduler.grace_period", "scheduler.reduction_factor", "search.samples")  # in their own columns
         knobs = ", ".join(f"{k.split('.', 1)[1]}={str(v).lower() if isinstance(v, bool) else v}"
                           for k, v in (rec.get("asha_overrides") or {}).items() if k not in shown)
-        samples = f"{len(first['asha_trials'])}/{len(first['random_trials'])}" if first.get("asha_trials") \
-            else f"-/{first['full_budget'] // 20}"
+        samples = (f"{len(first['asha_trials'])}/{len(first['random_trials'])}"
+                   if first.get("asha_trials") and first.get("random_trials") else "not recorded")
         scheduler = rec.get("scheduler", "not recorded").split(", rungs")[0]
         cells = [f"{rows[r]['ratio']:.3f} ({rows[r]['epoch_fraction']:.0%})" if r in rows else "-"
                  for r in range(top + 1)]
