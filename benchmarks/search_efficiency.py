@@ -479,9 +479,9 @@ def variants_table(folder: str) -> str | None:
     lines = [VARIANTS_HEAD, "| result | samples | scheduler | knobs | "
              + " | ".join(f"r{r}" for r in range(top + 1)) + " | both met | worst ratio | mean ratio |",
              "|---" * (top + 8) + "|"]
+    shown = ("scheduler.grace_period", "scheduler.reduction_factor", "search.samples")  # in their own columns
     for name, rec, rows, met in entries:
         first = next(iter(rows.values()))
-        shown = ("scheduler.grace_period", "scheduler.reduction_factor", "search.samples")  # in their own columns
         knobs = ", ".join(f"{k.split('.', 1)[1]}={str(v).lower() if isinstance(v, bool) else v}"
                           for k, v in (rec.get("asha_overrides") or {}).items() if k not in shown)
         samples = (f"{len(first['asha_trials'])}/{len(first['random_trials'])}"

@@ -26,7 +26,7 @@ With the option, while TPE samples, b = the largest epoch that at least d + 1 fi
 reported; each trial that reached b shows as COMPLETE with its best value up to epoch b, and every
 other trial as PRUNED (ranked below them, by Optuna's pruned order). Before any epoch has d + 1
 results, TPE sees the study as it is. Read-only, like paused_as_pruned (and applied after it).
-Measured on Beauty beside paused_as_pruned (README, search efficiency): 4 of 5 repeats met, as with plain
+Measured on Beauty beside paused_as_pruned (docs/search_efficiency.md): 4 of 5 repeats met, as with plain
 TPE but a different one missed; ranked at epochs 1 and 4 it still follows the fast starters.
 
 random_fraction f (BOHB's `random_fraction`, 1/3 there; SMAC interleaves random configurations the
@@ -129,9 +129,9 @@ def bohb_gamma(n: int, *, knobs: int) -> int:
     (hpbandster's config generator: max(min_points_in_model, top_n_percent * n // 100), with
     min_points_in_model = d + 1 and top_n_percent = 15), capped at n. Optuna's default is
     min(ceil(0.1 n), 25): 2 or 3 trials at 20-30, so one model size leading at the early rungs fills
-    the group and TPE proposes it from then on (README, search efficiency); BOHB fits its KDE on at
+    the group and TPE proposes it from then on (docs/search_efficiency.md); BOHB fits its KDE on at
     least d + 1 points, and the wider group was meant to hold more than one model size. Measured on
-    Beauty beside multivariate, paused_as_pruned and largest_rung (README, search efficiency): 4 of 5
+    Beauty beside multivariate, paused_as_pruned and largest_rung (docs/search_efficiency.md): 4 of 5
     repeats met, as without it, another one missed: the proposals still followed one model size."""
     return min(n, max(knobs + 1, 15 * n // 100))
 
