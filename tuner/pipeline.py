@@ -25,6 +25,7 @@ from tuner import cluster, finish, outcome, progress, raycompat, recover, storag
 from tuner import spec as specmod
 from tuner.searcher import PrunedAwareOptunaSearch
 from tuner.spec import Spec
+from tuner.stopper import EpochBudget
 from trainables.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,9 @@ def execute(ctx: Context, tuner, epochs_of) -> SweepResult:
     runs_cb = callback_of(tuner)
     searcher = searcher_of(tuner)
     runs_cb.searcher = searcher  # MLflow names and Optuna trials share one numbering
+    stopper = raycompat.tuner_stopper(tuner)
+    budget = stopper if isinstance(stopper, EpochBudget) else None
+    runs_cb.budget = budget  # a trial the spent budget ended says so
     status, table = "failed", None
     try:
         with recover.catching() as interrupted:
@@ -182,10 +186,14 @@ def execute(ctx: Context, tuner, epochs_of) -> SweepResult:
         # a resume after SIGKILL: MLflow runs / Optuna trials Ray never saved are closed as lost
         lost = recover.close_lost(runs_cb, searcher if ctx.resumed else None,
                                   [t.trial_id for t in trials])
+        spent = budget is not None and budget.spent
+        if spent and not interrupted.is_set():
+            _close_budget_cut(trials, runs_cb, searcher)
         runs_cb.close_running()  # before the table: a run still open here was interrupted
         results = list(grid)
         table = outcome.build_table(ctx.spec, results, trials, runs_cb, epochs_of, lost)
-        if (interrupted.is_set() or len(trials) < ctx.spec.search.samples
+        # fewer trials than samples after the budget ended the sweep: its end, not an interruption
+        if (interrupted.is_set() or (len(trials) < ctx.spec.search.samples and not spent)
                 or any(t.status not in ("TERMINATED", "ERROR") for t in trials)):
             status = "interrupted"
             outcome.write_files(ctx.sweep_dir, table, outcome.base_summary(ctx, table, status))
@@ -210,6 +218,18 @@ def execute(ctx: Context, tuner, epochs_of) -> SweepResult:
             if status == "failed" and table is not None:  # an unexpected error: keep what is known
                 outcome.write_files(ctx.sweep_dir, table, outcome.base_summary(ctx, table, status))
             outcome.close_parent(ctx.client, ctx.pid, status, ctx.sweep_dir)
+
+
+def _close_budget_cut(trials: list, runs_cb, searcher) -> None:
+    """The trials the spent epoch budget ended. Tune's stop_all sets them TERMINATED without telling
+    the callbacks or the searcher (TuneController._stop_experiment_if_needed, ray 2.60.0), so their
+    MLflow runs would read "interrupted" and their Optuna trials stay RUNNING: close them as every
+    early stop is closed, stopped_early ("epoch budget spent") and PRUNED."""
+    for t in trials:
+        if t.status == "TERMINATED" and t.trial_id not in runs_cb.final:
+            runs_cb.on_trial_complete(iteration=0, trials=trials, trial=t)
+            if searcher is not None:
+                searcher.on_trial_complete(t.trial_id, result=t.last_result or None)
 
 
 def _salvage(ctx: Context, runs_cb, epochs_of) -> pd.DataFrame | None:

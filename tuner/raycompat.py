@@ -39,6 +39,12 @@ def tuner_callbacks(tuner) -> list:
     return list(_attr(tuner, "_local_tuner").get_run_config().callbacks or [])
 
 
+def tuner_stopper(tuner):
+    """The stopper of a Tuner's RunConfig (None when it has none), also for a Tuner.restore()d one.
+    Checked against ray 2.60.0: Tuner._local_tuner.get_run_config().stop."""
+    return _attr(tuner, "_local_tuner").get_run_config().stop
+
+
 def tuner_search_alg(tuner):
     """The search algorithm of a Tuner's TuneConfig (a restored Tuner's is unpickled from its state).
     Checked against ray 2.60.0: Tuner._local_tuner._tune_config.search_alg."""

@@ -80,6 +80,10 @@ class SearchSpec:
     largest_rung: bool = False
     random_fraction: float = bounded(0.0, low=0.0, high=1.0)
     gamma: Literal["optuna", "bohb"] = "optuna"
+    # a budget in trial-epochs for the whole sweep (Hyperband's total budget; Ray's time_budget_s, but
+    # in epochs, so reruns agree): once the trials have run this many epochs in all, Tune stops every
+    # trial and starts no more, and the sweep ends completed with what it found (tuner/stopper.py)
+    epoch_budget: int | None = bounded(None, low=1, high=100_000_000)
     study_name: str | None = text(None, max_len=200)
     # Optuna's RDB storage (sqlite:///..., postgresql://user@host/db, mysql://...); default: optuna.db
     # beside mlflow.db. A shared database lets several drivers sweep at once and one dashboard read

@@ -1,5 +1,6 @@
 """Ray Tune stoppers: a trial ends when analysis.diagnose finds a pathology in its history, or (`tuner
-compare`'s `patience`) when its validation metric has stopped improving."""
+compare`'s `patience`) when its validation metric has stopped improving; a sweep ends when its
+trials have spent `search.epoch_budget` epochs in all."""
 
 from __future__ import annotations
 
@@ -67,3 +68,43 @@ class PatienceStopper(Stopper):
 
     def stop_all(self) -> bool:
         return False
+
+
+class EpochBudget(Stopper):
+    """End the whole sweep once its trials have run `budget` epochs in all (`search.epoch_budget`).
+
+    Wraps the sweep's per-trial stopper (`inner`, or None) so Tune gets one stopper. A trial's
+    epochs are the largest `epoch` it reported (else its results counted), so a trial resumed from
+    a checkpoint or promoted from a rung is not counted twice. Tune asks `stop_all` after each
+    result: with one trial at a time the sweep spends exactly `budget` epochs; with c trials at once
+    up to c - 1 more (results already on their way). `spent` says whether the budget ended it.
+    """
+
+    def __init__(self, budget: int, inner: Stopper | None = None):
+        if budget < 1:
+            raise ValueError(f"budget must be >= 1 epoch, got {budget}")
+        self.budget, self.inner = budget, inner
+        self.epochs_run: dict[str, int] = {}  # trial_id -> epochs it has run
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        epoch = result.get("epoch")
+        ran = self.epochs_run.get(trial_id, 0)
+        self.epochs_run[trial_id] = max(ran, int(epoch)) if isinstance(epoch, (int, float)) else ran + 1
+        return bool(self.inner(trial_id, result)) if self.inner is not None else False
+
+    @property
+    def used(self) -> int:
+        return sum(self.epochs_run.values())
+
+    @property
+    def spent(self) -> bool:
+        return self.used >= self.budget
+
+    def stop_all(self) -> bool:
+        return self.spent or (self.inner is not None and self.inner.stop_all())
+
+    def __getattr__(self, name: str) -> Any:  # the inner stopper's own attributes (PathologyStopper.reasons)
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)

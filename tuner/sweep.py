@@ -28,7 +28,7 @@ from mlflow.entities import Metric, Param
 from ray.tune import Tuner
 from ray.tune.search import ConcurrencyLimiter
 
-from tuner.stopper import PathologyStopper
+from tuner.stopper import EpochBudget, PathologyStopper
 from tuner.trainable import train
 from tuner import outcome, pipeline, progress, provenance, raycompat, recover, storage
 from tuner import spec as specmod
@@ -155,12 +155,18 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
         scheduler=_scheduler(spec, search_alg), verbose=verbose, keep=spec.run.checkpoints_to_keep,
         callbacks=[runs_cb, *progress.callbacks(verbose, spec.metric.name, spec.metric.mode,
                                                 spec.search.samples, runs_cb, epochs_counter(spec))],
-        # ends stuck / collapsed / diverged / mismatched / dominated trials early, with a reason
-        stop=PathologyStopper(spec.metric.name, spec.metric.mode, spec.diagnose,
-                              reference=base.get("valid", {}).get(spec.metric.name.removeprefix("val_")))
-        if spec.diagnose.enabled else None)
+        stop=_stopper(spec, base))
     ctx = pipeline.Context(spec, data, output, sweep_dir, uri, session.client, session.exp_id, pid, base, t_start)
     return pipeline.execute(ctx, tuner, epochs_counter(spec))
+
+
+def _stopper(spec: Spec, base: Mapping[str, Mapping[str, float]]):
+    """Tune's stopper: the pathology watch (ends stuck / collapsed / diverged / mismatched /
+    dominated trials early, with a reason), inside the sweep's epoch budget when it has one."""
+    watch = PathologyStopper(spec.metric.name, spec.metric.mode, spec.diagnose,
+                             reference=base.get("valid", {}).get(spec.metric.name.removeprefix("val_"))
+                             ) if spec.diagnose.enabled else None
+    return EpochBudget(spec.search.epoch_budget, watch) if spec.search.epoch_budget else watch
 
 
 def _log_parent(client, pid: str, spec: Spec, dataset: str, base: Mapping[str, Mapping[str, float]]) -> None:
@@ -168,6 +174,7 @@ def _log_parent(client, pid: str, spec: Spec, dataset: str, base: Mapping[str, M
     client.log_batch(pid, params=[Param(k, str(v)[:500]) for k, v in {
         "model": spec.model, "metric": spec.metric.name, "mode": spec.metric.mode,
         "samples": spec.search.samples, "concurrency": spec.search.concurrency, "algo": spec.search.algo,
+        **({"epoch_budget": spec.search.epoch_budget} if spec.search.epoch_budget else {}),
         **({f"tpe.{k}": getattr(spec.search, k) for k in specmod.TPE_KNOBS} if spec.search.algo == "tpe" else {}),
         "scheduler": spec.scheduler.type, "grace_period": spec.scheduler.grace_period,
         "reduction_factor": spec.scheduler.reduction_factor, "max_epochs": spec.max_epochs(),

@@ -147,18 +147,21 @@ class TrialRuns(tune.Callback):
         self.best: dict[str, tuple[float, int]] = {}  # trial_id -> (best value so far, its epoch)
         self.reasons: dict[str, str] = {}  # trial_id -> the stop_reason tag it ended with
         self.searcher = None  # the sweep's PrunedAwareOptunaSearch, linked by sweep.py (not pickled)
+        self.budget = None  # the sweep's EpochBudget stopper, linked by pipeline.execute (not pickled)
 
     # Ray pickles callbacks into its experiment state (for Tuner.restore): drop the client.
     def __getstate__(self):
         state = dict(self.__dict__)
         state["client"] = None
         state["searcher"] = None
+        state["budget"] = None
         return state
 
     def __setstate__(self, state):
         state.setdefault("final", {})  # pickled by an older version
         state.setdefault("early_stopper", "asha")
-        for k, v in (("metric", ""), ("mode", "max"), ("best", {}), ("reasons", {}), ("searcher", None)):
+        for k, v in (("metric", ""), ("mode", "max"), ("best", {}), ("reasons", {}), ("searcher", None),
+                     ("budget", None)):
             state.setdefault(k, v)
         self.__dict__.update(state)
         self.client = MlflowClient(self.tracking_uri)
@@ -285,6 +288,8 @@ class TrialRuns(tune.Callback):
             return "pathology", str(last["stop_reason"])
         if ran >= self.epochs_of(trial.config):
             return "completed", ""
+        if self.budget is not None and self.budget.spent:  # tuner/stopper.py EpochBudget
+            return "stopped_early", f"epoch budget spent ({self.budget.budget} trial-epochs)"
         # only an ASHA scheduler stops healthy trials early; FIFO never does
         return "stopped_early", (self.early_stopper or "stopped before its last epoch")
 
