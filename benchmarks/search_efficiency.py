@@ -7,6 +7,10 @@
         --set search.group=true --tag _mvtpe48           # a TPE variant, written beside the main result
     python benchmarks/search_efficiency.py --repeats 1 --first-repeat 0 --samples 32 \
         --extend-random benchmarks/results/search_efficiency.json --tag _32  # 16 stored random draws + 16 new
+    python benchmarks/search_efficiency.py --repeats 1 --first-repeat 2 \
+        --reuse-random benchmarks/results/search_efficiency_32_g1r4.json --set search.samples=64 \
+        --set search.epoch_budget=224 --set search.concurrency=1 ... --tag _b224  # ASHA+TPE given 35% of
+                                                   # random's 32 x 20 trial-epochs, at most 64 trials
 
 Target (issue): ASHA + TPE with the default bpr.yaml budget reaches >= 98% of the best validation
 NDCG@10 found by random search over the same number of configs run to full length, while spending

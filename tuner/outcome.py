@@ -130,6 +130,9 @@ def render(spec, res, top: int = 5) -> str:
     """The end-of-sweep summary printed by `tuner run`."""
     lines = [f"\n== {spec.name}: {len(res.table)} trials in {res.wall_seconds:.0f}s  "
              f"({', '.join(f'{v} {k}' for k, v in res.table['status'].value_counts().items())})"]
+    if spec.search.epoch_budget:  # the sweep's other end: how much of its budget it ran
+        lines.append(f"epoch budget: {int(res.table['epochs_run'].sum())} of {spec.search.epoch_budget} "
+                     f"trial-epochs run")
     cols = [c for c in res.table.columns if c not in ("trial_id", "error")]
     lines.append(termtable.render(res.table[cols].head(top)))  # 120 columns; trials.csv has everything
     # 4 significant digits on the terminal (best_config.yaml has the exact values)

@@ -209,6 +209,26 @@ def test_patience_stopper_on_a_synthetic_history():
         PatienceStopper("m", "max", 0)
 
 
+def test_epoch_budget_counts_each_trials_epochs_once_and_wraps_the_trial_stopper():
+    """search.epoch_budget: stop_all once the trials' epochs add up to the budget; a trial resumed from
+    a checkpoint resends an epoch without counting it twice; the inner stopper still decides per trial."""
+    from tuner.stopper import EpochBudget, PatienceStopper
+
+    b = EpochBudget(5, PatienceStopper("m", "max", patience=1))
+    assert [b("a", {"epoch": e, "m": v}) for e, v in [(1, 0.1), (2, 0.05)]] == [False, True]  # patience fired
+    assert b("b", {"epoch": 1, "m": 0.3}) is False and b("b", {"epoch": 1, "m": 0.3}) is False  # resent
+    assert (b.used, b.spent, b.stop_all()) == (3, False, False)
+    b("b", {"epoch": 2, "m": 0.4})
+    b("c", {"m": 0.2})  # no epoch key: its results are counted
+    assert (b.used, b.spent, b.stop_all()) == (5, True, True) and b.stopped == {"a"}  # the inner's attribute
+    alone = EpochBudget(2)
+    assert alone("x", {"epoch": 1}) is False and not alone.stop_all() and (alone("y", {"epoch": 1}), alone.spent) == (False, True)
+    with pytest.raises(AttributeError):
+        alone.stopped
+    with pytest.raises(ValueError):
+        EpochBudget(0)
+
+
 def live_history(samples=6):
     """Drive a scheduler through a few rung arrivals, logging what TrialRuns would log to MLflow:
     {trial: {epoch: (timestamp, value)}} with one timestamp per report, in order."""

@@ -175,6 +175,37 @@ def test_one_worker_and_one_seed_repeat_a_tpe_asha_sweep_number_for_number(ray_s
     assert tables[0] == tables[1]
 
 
+def test_epoch_budget_ends_the_sweep_completed_at_exactly_its_budget(ray_session, tmp_path):
+    """search.epoch_budget with one trial at a time: the trials run exactly the budget in all, fewer than
+    `samples` start, the sweep ends completed (not interrupted), and the trials the budget cut (the
+    running one and any waiting at a rung) are stopped_early "epoch budget spent" in the table, MLflow
+    and summary.json, and PRUNED in Optuna, none left RUNNING."""
+    from tuner import sweep
+
+    body = {**SPEC, "name": "budget", "fixed": {"epochs": 3, "batch_size": 256},
+            "search": {"samples": 12, "concurrency": 1, "seed": 0, "epoch_budget": 9},
+            "scheduler": {"type": "asha_promote", "grace_period": 1, "reduction_factor": 3}}
+    spec = specmod.load(write_spec(tmp_path, body))
+    res = sweep.run(spec, output=str(tmp_path / "out"), verbose=0)
+    table = res.table
+    assert int(table["epochs_run"].sum()) == 9 and 3 <= len(table) < 12
+    cut = table[table["stop_reason"].str.startswith("epoch budget spent")]
+    assert len(cut) >= 1 and set(cut["status"]) == {"stopped_early"} and (cut["epochs_run"] < 3).all()
+    summary = json.load(open(os.path.join(res.sweep_dir, "summary.json")))
+    assert summary["status"] == "completed" and "interrupted" not in summary["status_counts"]
+    assert "epoch budget: 9 of 9 trial-epochs run" in sweep.report(spec, res)
+    client = MlflowClient(res.tracking_uri)
+    kids = children_of(client, res.experiment_id, res.parent_run_id)
+    assert len(kids) == len(table) and {r.info.status for r in kids} == {"FINISHED"}
+    assert sum(r.data.tags.get("stop_reason", "").startswith("epoch budget") for r in kids) == len(cut)
+    assert client.get_run(res.parent_run_id).data.params["epoch_budget"] == "9"
+    stored = optuna.load_study(study_name=res.extra["study_name"], storage=res.extra["optuna_storage"])
+    states = {t.number: t.state for t in stored.trials}
+    assert len(states) == len(table) and optuna.trial.TrialState.RUNNING not in states.values()
+    done = set(table.loc[table["status"] == "completed", "trial"])
+    assert {n for n, s in states.items() if s == optuna.trial.TrialState.COMPLETE} == done
+
+
 def test_errored_trial_is_recorded_and_sweep_goes_on(ray_session, tmp_path):
     from tuner import sweep
 
