@@ -25,7 +25,6 @@ from tuner import cluster, finish, outcome, progress, raycompat, recover, storag
 from tuner import spec as specmod
 from tuner.searcher import PrunedAwareOptunaSearch
 from tuner.spec import Spec
-from tuner.stopper import EpochBudget
 from trainables.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -175,9 +174,6 @@ def execute(ctx: Context, tuner, epochs_of) -> SweepResult:
     runs_cb = callback_of(tuner)
     searcher = searcher_of(tuner)
     runs_cb.searcher = searcher  # MLflow names and Optuna trials share one numbering
-    stopper = raycompat.tuner_stopper(tuner)
-    budget = stopper if isinstance(stopper, EpochBudget) else None
-    runs_cb.budget = budget  # a trial the spent budget ended says so
     status, table = "failed", None
     try:
         with recover.catching() as interrupted:
@@ -186,7 +182,9 @@ def execute(ctx: Context, tuner, epochs_of) -> SweepResult:
         # a resume after SIGKILL: MLflow runs / Optuna trials Ray never saved are closed as lost
         lost = recover.close_lost(runs_cb, searcher if ctx.resumed else None,
                                   [t.trial_id for t in trials])
-        spent = budget is not None and budget.spent
+        # read from the trials, not the stopper: a resumed Tune runs the copy saved in its experiment state
+        budget = ctx.spec.search.epoch_budget
+        spent = bool(budget) and tracking.epochs_spent(trials) >= budget
         if spent and not interrupted.is_set():
             _close_budget_cut(trials, runs_cb, searcher)
         runs_cb.close_running()  # before the table: a run still open here was interrupted
@@ -226,7 +224,9 @@ def _close_budget_cut(trials: list, runs_cb, searcher) -> None:
     MLflow runs would read "interrupted" and their Optuna trials stay RUNNING: close them as every
     early stop is closed, stopped_early ("epoch budget spent") and PRUNED."""
     for t in trials:
-        if t.status == "TERMINATED" and t.trial_id not in runs_cb.final:
+        run_id = runs_cb.run_id(t)
+        run = runs_cb.safe(runs_cb.client.get_run, run_id) if run_id and t.status == "TERMINATED" else None
+        if run is not None and run.info.status == "RUNNING":  # ended by Tune, never closed
             runs_cb.on_trial_complete(iteration=0, trials=trials, trial=t)
             if searcher is not None:
                 searcher.on_trial_complete(t.trial_id, result=t.last_result or None)

@@ -5,6 +5,7 @@ trials have spent `search.epoch_budget` epochs in all."""
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Any
 
 from ray.tune.stopper import Stopper
@@ -70,6 +71,9 @@ class PatienceStopper(Stopper):
         return False
 
 
+_FLOORS: dict[str, dict[str, int]] = {}  # EpochBudget.key -> epochs per trial counted by `tuner resume`
+
+
 class EpochBudget(Stopper):
     """End the whole sweep once its trials have run `budget` epochs in all (`search.epoch_budget`).
 
@@ -77,7 +81,11 @@ class EpochBudget(Stopper):
     epochs are the largest `epoch` it reported (else its results counted), so a trial resumed from
     a checkpoint or promoted from a rung is not counted twice. Tune asks `stop_all` after each
     result: with one trial at a time the sweep spends exactly `budget` epochs; with c trials at once
-    up to c - 1 more (results already on their way). `spent` says whether the budget ended it.
+    up to c - 1 more (results already on their way).
+
+    `tuner resume`: Tune runs the copy of this stopper saved in its experiment state, which may
+    predate the last epochs; `restore` (called on the Tuner's own copy) leaves the epochs counted
+    from MLflow under this stopper's `key`, and the copy Tune runs (same key) takes them in.
     """
 
     def __init__(self, budget: int, inner: Stopper | None = None):
@@ -85,12 +93,23 @@ class EpochBudget(Stopper):
             raise ValueError(f"budget must be >= 1 epoch, got {budget}")
         self.budget, self.inner = budget, inner
         self.epochs_run: dict[str, int] = {}  # trial_id -> epochs it has run
+        self.key = uuid.uuid4().hex  # pickled along: every copy of this stopper shares it
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        self._take_floor()
         epoch = result.get("epoch")
         ran = self.epochs_run.get(trial_id, 0)
         self.epochs_run[trial_id] = max(ran, int(epoch)) if isinstance(epoch, (int, float)) else ran + 1
         return bool(self.inner(trial_id, result)) if self.inner is not None else False
+
+    def restore(self, epochs_run: dict[str, int]) -> None:
+        """`tuner resume`: the epochs each trial ran before (from its MLflow history)."""
+        _FLOORS[self.key] = {tid: int(ran) for tid, ran in epochs_run.items()}
+        self._take_floor()
+
+    def _take_floor(self) -> None:
+        for tid, ran in _FLOORS.get(self.key, {}).items():
+            self.epochs_run[tid] = max(self.epochs_run.get(tid, 0), ran)
 
     @property
     def used(self) -> int:
@@ -101,6 +120,7 @@ class EpochBudget(Stopper):
         return self.used >= self.budget
 
     def stop_all(self) -> bool:
+        self._take_floor()
         return self.spent or (self.inner is not None and self.inner.stop_all())
 
     def __getattr__(self, name: str) -> Any:  # the inner stopper's own attributes (PathologyStopper.reasons)

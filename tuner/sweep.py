@@ -147,7 +147,8 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
                                  rungs=spec.rungs(),
                                  early_stopper="asha" if spec.scheduler.type.startswith("asha") else "",  # FIFO never stops early
                                  metric=spec.metric.name, mode=spec.metric.mode,
-                                 source_tags=provenance.source_tags(spec.path))
+                                 source_tags=provenance.source_tags(spec.path),
+                                 epoch_budget=spec.search.epoch_budget)
     searcher, search_alg, param_space = _search(spec, output, study_name, os.path.basename(sweep_dir))
     tuner = pipeline.make_tuner(
         _trainable(spec, data), spec, sweep_dir, param_space=param_space, samples=spec.search.samples,
@@ -234,9 +235,13 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1,
     session.client.update_run(pid, status="RUNNING")
     session.client.set_tag(pid, provenance.SWEEP_STATUS, "running")
     tuner = pipeline.restore_tuner(sweep_dir, _trainable(spec, data), spec.run.storage)
-    scheduler = raycompat.tuner_scheduler(tuner)
-    if isinstance(scheduler, PromotionASHA):  # its rungs as they were: who waits, who is out
-        scheduler.restore(*tracking.trial_histories(session.client, session.exp_id, pid, spec.metric.name))
+    scheduler, stopper = raycompat.tuner_scheduler(tuner), raycompat.tuner_stopper(tuner)
+    if isinstance(scheduler, PromotionASHA) or isinstance(stopper, EpochBudget):
+        histories, numbers = tracking.trial_histories(session.client, session.exp_id, pid, spec.metric.name)
+        if isinstance(scheduler, PromotionASHA):  # its rungs as they were: who waits, who is out
+            scheduler.restore(histories, numbers)
+        if isinstance(stopper, EpochBudget):  # Ray restores the stopper as it was built: the epochs spent since
+            stopper.restore({tid: max(h) for tid, h in histories.items() if h})
     if where is not None and isinstance(scheduler, Rebase):  # trials created from now on: storage as it is now
         scheduler.target = storage.location(spec.run.storage, sweep_dir)
     ctx = pipeline.Context(spec, data, meta["output"], os.path.abspath(sweep_dir), session.uri, session.client,

@@ -121,13 +121,19 @@ def trial_histories(client: MlflowClient, experiment_id: str, parent_run_id: str
     return histories, numbers
 
 
+def epochs_spent(trials) -> int:
+    """The epochs a sweep's trials have run in all: each trial's last reported `epoch` (what
+    search.epoch_budget counts; Tune's own trials, so it holds after `tuner resume` too)."""
+    return sum(int((t.last_result or {}).get("epoch", 0) or 0) for t in trials)
+
+
 class TrialRuns(tune.Callback):
     """Ray Tune callback: a child MLflow run per trial, nested under `parent_run_id`."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *,
                  model: str, dataset: str, spec_file: str, searched: Iterable[str], epochs_of,
                  rungs: tuple[int, ...] = (), early_stopper: str = "asha", metric: str = "", mode: str = "max",
-                 source_tags: Mapping[str, str] | None = None):
+                 source_tags: Mapping[str, str] | None = None, epoch_budget: int | None = None):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = experiment_id
@@ -147,21 +153,20 @@ class TrialRuns(tune.Callback):
         self.best: dict[str, tuple[float, int]] = {}  # trial_id -> (best value so far, its epoch)
         self.reasons: dict[str, str] = {}  # trial_id -> the stop_reason tag it ended with
         self.searcher = None  # the sweep's PrunedAwareOptunaSearch, linked by sweep.py (not pickled)
-        self.budget = None  # the sweep's EpochBudget stopper, linked by pipeline.execute (not pickled)
+        self.epoch_budget = epoch_budget  # search.epoch_budget, or None
 
     # Ray pickles callbacks into its experiment state (for Tuner.restore): drop the client.
     def __getstate__(self):
         state = dict(self.__dict__)
         state["client"] = None
         state["searcher"] = None
-        state["budget"] = None
         return state
 
     def __setstate__(self, state):
         state.setdefault("final", {})  # pickled by an older version
         state.setdefault("early_stopper", "asha")
         for k, v in (("metric", ""), ("mode", "max"), ("best", {}), ("reasons", {}), ("searcher", None),
-                     ("budget", None)):
+                     ("epoch_budget", None)):
             state.setdefault(k, v)
         self.__dict__.update(state)
         self.client = MlflowClient(self.tracking_uri)
@@ -276,7 +281,7 @@ class TrialRuns(tune.Callback):
                    tags=[RunTag("epochs_run", str(step))]
                    + ([RunTag("device", str(device))] if device and device != "cpu" else []))
 
-    def _ending(self, trial, ran: int) -> tuple[str, str]:
+    def _ending(self, trial, ran: int, trials=()) -> tuple[str, str]:
         """(status, stop_reason) of a trial Tune ended without an error.
 
         Never "interrupted": Tune calls on_trial_complete only from stop_trial, which saves the trial
@@ -288,8 +293,8 @@ class TrialRuns(tune.Callback):
             return "pathology", str(last["stop_reason"])
         if ran >= self.epochs_of(trial.config):
             return "completed", ""
-        if self.budget is not None and self.budget.spent:  # tuner/stopper.py EpochBudget
-            return "stopped_early", f"epoch budget spent ({self.budget.budget} trial-epochs)"
+        if self.epoch_budget and epochs_spent(trials) >= self.epoch_budget:  # tuner/stopper.py EpochBudget
+            return "stopped_early", f"epoch budget spent ({self.epoch_budget} trial-epochs)"
         # only an ASHA scheduler stops healthy trials early; FIFO never does
         return "stopped_early", (self.early_stopper or "stopped before its last epoch")
 
@@ -298,7 +303,7 @@ class TrialRuns(tune.Callback):
         if run_id is None:
             return
         ran = int((trial.last_result or {}).get("epoch", 0))
-        status, reason = self._ending(trial, ran)
+        status, reason = self._ending(trial, ran, trials)
         tags = [RunTag("status", status), RunTag("epochs_run", str(ran))]
         if self.rungs:  # how far up ASHA's ladder the trial climbed (0 = never reached a rung)
             tags.append(RunTag("asha_rung", str(sum(ran >= r for r in self.rungs))))

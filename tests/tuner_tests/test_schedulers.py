@@ -227,6 +227,16 @@ def test_epoch_budget_counts_each_trials_epochs_once_and_wraps_the_trial_stopper
         alone.stopped
     with pytest.raises(ValueError):
         EpochBudget(0)
+    # `tuner resume`: the epochs counted from MLflow reach the copy Tune unpickles from its state
+    import pickle
+
+    built = EpochBudget(10)
+    built("t1", {"epoch": 2})
+    running = pickle.loads(pickle.dumps(built))  # saved before t1's epochs 3-4 and t2's 1-3
+    built.restore({"t1": 4, "t2": 3})
+    assert running.used == 2 and running.stop_all() is False and running.used == 7
+    running("t1", {"epoch": 5})  # t1 goes on from its checkpoint
+    assert running.used == 8 and running("t3", {"epoch": 2}) is False and running.stop_all() is True
 
 
 def live_history(samples=6):

@@ -411,6 +411,24 @@ def test_asha_promote_sweep_interrupted_twice_keeps_its_rungs_and_ends_as_one_tr
     assert {int(r.data.tags["tuner.trial_number"]): verdict[r.data.tags["status"]] for r in kids} == states
 
 
+def test_resumed_sweep_counts_the_epochs_its_first_run_spent_against_the_budget(tmp_path):
+    """Ctrl+C after one trial ran all 10 epochs, then `tuner resume`: the budget of 25 still ends the
+    sweep at 25 trial-epochs (10 + 10 + 5 under FIFO), not 25 more after the resume (Ray rebuilds the
+    stopper as it was built; the resume counts the earlier epochs from MLflow)."""
+    body = {**SPEC, "name": "intr-budget", "fixed": {"epochs": 10, "loss": "bpr", "batch_size": 64},
+            "data": {"synthetic": {"n_users": 1500, "n_items": 300, "mean_length": 12, "seed": 1}},
+            "space": {"lr": SPEC["space"]["lr"]}, "scheduler": {"type": "fifo"},
+            "search": {"samples": 6, "concurrency": 1, "seed": 0, "epoch_budget": 25}}
+    client, sweep_dir = interrupt_sweep(tmp_path, body, lambda c: runs_where(c, "tags.status = 'completed'"))
+    p = run_cli("resume", sweep_dir, "--quiet", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.load(open(os.path.join(sweep_dir, "summary.json")))
+    kids = runs_where(client, "tags.`tuner.trial_id` != ''")
+    ran = sorted(int(r.data.tags["epochs_run"]) for r in kids)
+    assert summary["status"] == "completed" and sum(ran) == 25 and ran[-2:] == [10, 10], ran
+    assert all(r.info.status == "FINISHED" for r in kids)
+
+
 def test_resume_of_a_missing_run_exits_2(tmp_path):
     p = run_cli("resume", str(tmp_path / "nope"), cwd=tmp_path)
     assert p.returncode == 2 and "nope" in p.stderr and len(p.stderr.strip().splitlines()) == 1
