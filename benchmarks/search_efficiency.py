@@ -71,6 +71,9 @@ def main(argv=None) -> int:
                     f"fewer trials than --samples, run the missing ones as a second random sweep seeded {EXTEND_SEED} + r "
                     "and take the union (random draws are independent, so the union is a random search of --samples "
                     "configs; its first ones stay paired with TPE's random start-up)")
+    ap.add_argument("--stop-at-target", action="store_true", help="end each ASHA + TPE sweep once a trial reaches "
+                    f"{RATIO_TARGET} x that repeat's random best (search.stop_at; needs --reuse-random): the trial-epochs "
+                    "it took to reach the target, where a run to its --set search.epoch_budget gives the same verdict")
     ap.add_argument("--samples", type=int, help="trials per sweep, both arms (default: bpr.yaml's 16)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a spec override for the ASHA + TPE arm only, as `tuner run --set` (repeatable), e.g. "
@@ -124,6 +127,10 @@ def main(argv=None) -> int:
         print("benchmarks/search_efficiency.py: --extend-random needs --samples (how many configs the union holds)",
               file=sys.stderr)
         return 2
+    if args.stop_at_target and not args.reuse_random:
+        print("benchmarks/search_efficiency.py: --stop-at-target needs --reuse-random (the random best it aims at)",
+              file=sys.stderr)
+        return 2
     reused_from = args.reuse_random or args.extend_random
     reused = random_arms(reused_from) if reused_from else {}
     if args.samples is not None:  # a random arm of another size is no baseline: 16 draws against 32 samples
@@ -162,7 +169,9 @@ def run_repeats(args, repeats: int, both: dict, reused: dict, rows: list) -> Non
     """Each repeat's two sweeps, its row appended to `rows` as it finishes."""
     with tempfile.TemporaryDirectory(prefix="search_efficiency-") as tmp:
         for r in range(args.first_repeat, args.first_repeat + repeats):
-            asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r, **both, **args.overrides})
+            target = ({"search.stop_at": RATIO_TARGET * reused[r]["best"] * (1 + 1e-9)}  # 1e-9: ratio >= 0.98
+                      if args.stop_at_target and r in reused else {})  # after rounding too
+            asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r, **both, **args.overrides, **target})
             rand_over = {"search.algo": "random", "scheduler.type": "fifo", "diagnose.enabled": False}
             rand = reused.get(r) or run_sweep(args, tmp, {"name": f"random-r{r}", "search.seed": r, **rand_over, **both})
             missing = (args.samples - len(rand["trials"])) if args.extend_random else 0  # >= 0, checked above
@@ -170,7 +179,8 @@ def run_repeats(args, repeats: int, both: dict, reused: dict, rows: list) -> Non
                 more = run_sweep(args, tmp, {"name": f"random-r{r}-more", "search.seed": EXTEND_SEED + r, **rand_over,
                                              "search.samples": missing})
                 rand = union(rand, more, EXTEND_SEED + r)
-            rows.append({**compare(r, asha, rand), "command": command_of(args, r)})
+            rows.append({**compare(r, asha, rand), "command": command_of(args, r),
+                         **({"asha_stop_at": target["search.stop_at"]} if target else {})})
             print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith(("trials", "curves"))}, default=str), flush=True)
 
 
@@ -488,6 +498,8 @@ def variants_table(folder: str) -> str | None:
         first = next(iter(rows.values()))
         knobs = ", ".join(f"{k.split('.', 1)[1]}={str(v).lower() if isinstance(v, bool) else v}"
                           for k, v in (rec.get("asha_overrides") or {}).items() if k not in shown)
+        if rec.get("stop_at_target"):
+            knobs += f", stopped at {RATIO_TARGET} x random's best"
         samples = (f"{len(first['asha_trials'])}/{len(first['random_trials'])}"
                    if first.get("asha_trials") and first.get("random_trials") else "not recorded")
         scheduler = rec.get("scheduler", "not recorded").split(", rungs")[0]
@@ -547,6 +559,7 @@ def summarize(rows: list[dict], args, load_start, kept: list[int] = ()) -> dict:
         "benchmark": "search_efficiency", "smoke_test": args.smoke_test,
         "data": "bpr.yaml's synthetic generator, 500 users x 200 items" if args.smoke_test else os.path.relpath(os.path.abspath(args.data), ROOT),
         "spec": "search_spaces/bpr.yaml", "scheduler": scheduler_of_spec(args.overrides, args.smoke_test), "asha_overrides": args.overrides,
+        "stop_at_target": bool(getattr(args, "stop_at_target", False)),
         "protocol": "ASHA+TPE (spec unchanged but data, search.seed=r) vs random/fifo/diagnose off (full length)",
         "command": command_of(args)
                    + (f" (merged with the earlier JSON's repeats {', '.join(map(str, sorted(kept)))})" if kept else ""),
@@ -572,6 +585,7 @@ def command_of(args, repeat: int | None = None) -> str:
             + (f" --reuse-random {args.reuse_random}" if args.reuse_random else "")
             + (f" --extend-random {args.extend_random}" if args.extend_random else "")
             + (f" --samples {args.samples}" if args.samples is not None else "")
+            + (" --stop-at-target" if getattr(args, "stop_at_target", False) else "")
             + "".join(f" --set {s}" for s in args.set) + (f" --tag {args.tag}" if args.tag else ""))
 
 

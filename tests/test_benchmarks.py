@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
@@ -184,6 +186,45 @@ def test_search_efficiency_ctrl_c_is_one_line_130_and_writes_nothing(tmp_path, m
     err = capsys.readouterr().err
     assert err == "benchmarks/search_efficiency.py: interrupted; nothing written (repeats finished: 0)\n"
     assert not out.exists()
+
+
+def test_stop_at_target_aims_each_asha_sweep_at_its_repeats_random_best(tmp_path, monkeypatch, capsys):
+    """--stop-at-target: the ASHA + TPE sweep of repeat r gets search.stop_at = 0.98 x repeat r's stored
+    random best (a hair above, so reaching it is a ratio >= 0.98 after rounding); the random arm is the
+    stored one; the row, the command and the variants table say so. Without --reuse-random: one line, 2."""
+    import json
+
+    import search_efficiency as se
+    from tuner import cluster
+
+    out = tmp_path / "out"
+    assert se.main(["--stop-at-target", "--output", str(out), "--data", __file__]) == 2
+    assert "--stop-at-target needs --reuse-random" in capsys.readouterr().err and not out.exists()
+
+    stored = tmp_path / "se.json"
+    arm = {"random_epochs": 8, "full_budget": 8, "random_wall_seconds": 1, "random_best_config": {},
+           "random_status_counts": {}, "random_trials": [{"trial": 0}, {"trial": 1}]}
+    stored.write_text(json.dumps({"rows": [{**arm, "repeat": 0, "random_best": 0.04},
+                                           {**arm, "repeat": 1, "random_best": 0.05}]}))
+    seen = []
+
+    def fake_sweep(args, tmp, overrides):
+        seen.append(overrides)
+        return {"best": 0.98 * 0.05, "epochs": 3, "full_budget": 8, "wall_seconds": 1.0, "best_config": {},
+                "status_counts": {}, "trials": [{"trial": 0}], "curves": {}}
+
+    monkeypatch.setattr(cluster, "start", lambda *a, **k: None)
+    monkeypatch.setattr(se, "run_sweep", fake_sweep)
+    args = ["--repeats", "1", "--first-repeat", "1", "--reuse-random", str(stored), "--stop-at-target",
+            "--data", __file__, "--set", "search.epoch_budget=2", "--output", str(out)]
+    assert se.main(args) == 0
+    assert len(seen) == 1 and seen[0]["search.seed"] == 1 and seen[0]["search.epoch_budget"] == 2
+    assert seen[0]["search.stop_at"] == pytest.approx(0.98 * 0.05) and seen[0]["search.stop_at"] > 0.98 * 0.05
+    rec = json.loads((out / "search_efficiency.json").read_text())
+    row = rec["rows"][0]
+    assert rec["stop_at_target"] is True and row["asha_stop_at"] == seen[0]["search.stop_at"]
+    assert "--stop-at-target" in row["command"] and row["ratio"] == pytest.approx(0.98)
+    assert "epoch_budget=2, stopped at 0.98 x random's best" in se.variants_table(str(out))
 
 
 def test_every_benchmark_ends_on_ctrl_c_in_one_line_exit_130(tmp_path, capsys):

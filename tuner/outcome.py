@@ -133,6 +133,11 @@ def render(spec, res, top: int = 5) -> str:
     if spec.search.epoch_budget:  # the sweep's other end: how much of its budget it ran
         lines.append(f"epoch budget: {int(res.table['epochs_run'].sum())} of {spec.search.epoch_budget} "
                      f"trial-epochs run")
+    if spec.search.stop_at is not None:
+        best = res.table[f"best_{spec.metric.name}"].astype(float)
+        hit = bool((best >= spec.search.stop_at).any() if spec.metric.mode == "max" else (best <= spec.search.stop_at).any())
+        lines.append(f"stop_at {spec.search.stop_at:g}: {'reached' if hit else 'not reached'}, "
+                     f"{int(res.table['epochs_run'].sum())} trial-epochs run")
     cols = [c for c in res.table.columns if c not in ("trial_id", "error")]
     lines.append(termtable.render(res.table[cols].head(top)))  # 120 columns; trials.csv has everything
     # 4 significant digits on the terminal (best_config.yaml has the exact values)

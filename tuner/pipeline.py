@@ -183,14 +183,15 @@ def execute(ctx: Context, tuner, epochs_of) -> SweepResult:
         lost = recover.close_lost(runs_cb, searcher if ctx.resumed else None,
                                   [t.trial_id for t in trials])
         # read from the trials, not the stopper: a resumed Tune runs the copy saved in its experiment state
-        budget = ctx.spec.search.epoch_budget
-        spent = bool(budget) and tracking.epochs_spent(trials) >= budget
+        search = ctx.spec.search
+        spent = bool(tracking.sweep_end(trials, budget=search.epoch_budget, target=search.stop_at,
+                                        metric=ctx.spec.metric.name, mode=ctx.spec.metric.mode))
         if spent and not interrupted.is_set():
             _close_budget_cut(trials, runs_cb, searcher)
         runs_cb.close_running()  # before the table: a run still open here was interrupted
         results = list(grid)
         table = outcome.build_table(ctx.spec, results, trials, runs_cb, epochs_of, lost)
-        # fewer trials than samples after the budget ended the sweep: its end, not an interruption
+        # fewer trials than samples after its budget or target ended the sweep: its end, not an interruption
         if (interrupted.is_set() or (len(trials) < ctx.spec.search.samples and not spent)
                 or any(t.status not in ("TERMINATED", "ERROR") for t in trials)):
             status = "interrupted"
@@ -219,10 +220,10 @@ def execute(ctx: Context, tuner, epochs_of) -> SweepResult:
 
 
 def _close_budget_cut(trials: list, runs_cb, searcher) -> None:
-    """The trials the spent epoch budget ended. Tune's stop_all sets them TERMINATED without telling
+    """The trials the sweep's epoch budget or target ended. Tune's stop_all sets them TERMINATED without telling
     the callbacks or the searcher (TuneController._stop_experiment_if_needed, ray 2.60.0), so their
     MLflow runs would read "interrupted" and their Optuna trials stay RUNNING: close them as every
-    early stop is closed, stopped_early ("epoch budget spent") and PRUNED."""
+    early stop is closed, stopped_early (tracking.sweep_end's reason) and PRUNED."""
     for t in trials:
         run_id = runs_cb.run_id(t)
         run = runs_cb.safe(runs_cb.client.get_run, run_id) if run_id and t.status == "TERMINATED" else None

@@ -45,6 +45,13 @@ def tuner_stopper(tuner):
     return _attr(tuner, "_local_tuner").get_run_config().stop
 
 
+def trial_best(trial, metric: str, mode: str) -> float | None:
+    """The best value of `metric` a Trial has reported (None before any).
+    Checked against ray 2.60.0: Trial.metric_analysis[metric]["max" | "min"]."""
+    value = (trial.metric_analysis or {}).get(metric, {}).get(mode)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def tuner_search_alg(tuner):
     """The search algorithm of a Tuner's TuneConfig (a restored Tuner's is unpickled from its state).
     Checked against ray 2.60.0: Tuner._local_tuner._tune_config.search_alg."""

@@ -84,6 +84,9 @@ class SearchSpec:
     # in epochs, so reruns agree): once the trials have run this many epochs in all, Tune stops every
     # trial and starts no more, and the sweep ends completed with what it found (tuner/stopper.py)
     epoch_budget: int | None = bounded(None, low=1, high=100_000_000)
+    # a target for the metric (>= for mode max, <= for min): once a trial's validation value reaches it,
+    # the sweep ends as at its budget (Optuna users' study.stop() in a callback; a time-to-target run)
+    stop_at: float | None = None
     study_name: str | None = text(None, max_len=200)
     # Optuna's RDB storage (sqlite:///..., postgresql://user@host/db, mysql://...); default: optuna.db
     # beside mlflow.db. A shared database lets several drivers sweep at once and one dashboard read

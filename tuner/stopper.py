@@ -1,6 +1,6 @@
 """Ray Tune stoppers: a trial ends when analysis.diagnose finds a pathology in its history, or (`tuner
 compare`'s `patience`) when its validation metric has stopped improving; a sweep ends when its
-trials have spent `search.epoch_budget` epochs in all."""
+trials have spent `search.epoch_budget` epochs in all, or one of them reached `search.stop_at`."""
 
 from __future__ import annotations
 
@@ -71,28 +71,47 @@ class PatienceStopper(Stopper):
         return False
 
 
-_FLOORS: dict[str, dict[str, int]] = {}  # EpochBudget.key -> epochs per trial counted by `tuner resume`
+_FLOORS: dict[str, dict[str, int]] = {}  # SweepEnd.key -> epochs per trial counted by `tuner resume`
+_CLOSED: dict[str, set[str]] = {}  # SweepEnd.key -> trials Tune has ended gracefully (TrialRuns tells)
 
 
-class EpochBudget(Stopper):
-    """End the whole sweep once its trials have run `budget` epochs in all (`search.epoch_budget`).
+def trial_closed(key: str | None, trial_id: str) -> None:
+    """Tune ended this trial through its graceful path (its last checkpoint saved); TrialRuns calls it."""
+    if key:
+        _CLOSED.setdefault(key, set()).add(trial_id)
+
+
+class SweepEnd(Stopper):
+    """End the whole sweep at its epoch budget (`search.epoch_budget`: once its trials have run
+    `budget` epochs in all) or at its target (`search.stop_at`: once a trial's `metric` reaches
+    `target`, >= for mode max, <= for min), whichever comes first.
 
     Wraps the sweep's per-trial stopper (`inner`, or None) so Tune gets one stopper. A trial's
     epochs are the largest `epoch` it reported (else its results counted), so a trial resumed from
     a checkpoint or promoted from a rung is not counted twice. Tune asks `stop_all` after each
-    result: with one trial at a time the sweep spends exactly `budget` epochs; with c trials at once
-    up to c - 1 more (results already on their way).
+    result: with one trial at a time the sweep ends on that very epoch; with c trials at once up to
+    c - 1 more epochs run (results already on their way).
+
+    Two steps, so no checkpoint is lost: the trial whose result reaches the limit (`ender`) stops as
+    a trial, which lets Tune save that result's checkpoint (it may be the sweep's best) before it
+    calls the callbacks; only once TrialRuns has seen it end (`trial_closed`) does `stop_all` end
+    the rest (Tune's stop_all cancels a save in flight: TuneController._schedule_trial_stop).
 
     `tuner resume`: Tune runs the copy of this stopper saved in its experiment state, which may
     predate the last epochs; `restore` (called on the Tuner's own copy) leaves the epochs counted
     from MLflow under this stopper's `key`, and the copy Tune runs (same key) takes them in.
     """
 
-    def __init__(self, budget: int, inner: Stopper | None = None):
-        if budget < 1:
+    def __init__(self, inner: Stopper | None = None, *, budget: int | None = None, target: float | None = None,
+                 metric: str = "", mode: str = "max"):
+        if budget is not None and budget < 1:
             raise ValueError(f"budget must be >= 1 epoch, got {budget}")
-        self.budget, self.inner = budget, inner
+        if target is not None and not metric:
+            raise ValueError("a target needs the metric it is a value of")
+        self.inner, self.budget, self.target, self.metric, self.mode = inner, budget, target, metric, mode
         self.epochs_run: dict[str, int] = {}  # trial_id -> epochs it has run
+        self.reached = False  # a trial's metric reached the target
+        self.ender: str | None = None  # the trial whose result reached the limit
         self.key = uuid.uuid4().hex  # pickled along: every copy of this stopper shares it
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
@@ -100,7 +119,13 @@ class EpochBudget(Stopper):
         epoch = result.get("epoch")
         ran = self.epochs_run.get(trial_id, 0)
         self.epochs_run[trial_id] = max(ran, int(epoch)) if isinstance(epoch, (int, float)) else ran + 1
-        return bool(self.inner(trial_id, result)) if self.inner is not None else False
+        value = result.get(self.metric)
+        if self.target is not None and isinstance(value, (int, float)) and math.isfinite(value):
+            self.reached |= value >= self.target if self.mode == "max" else value <= self.target
+        stop = bool(self.inner(trial_id, result)) if self.inner is not None else False
+        if (self.spent or self.reached) and self.ender is None:
+            self.ender = trial_id
+        return stop or self.spent or self.reached  # past the limit every reporting trial stops as a trial
 
     def restore(self, epochs_run: dict[str, int]) -> None:
         """`tuner resume`: the epochs each trial ran before (from its MLflow history)."""
@@ -117,11 +142,14 @@ class EpochBudget(Stopper):
 
     @property
     def spent(self) -> bool:
-        return self.used >= self.budget
+        return self.budget is not None and self.used >= self.budget
 
     def stop_all(self) -> bool:
         self._take_floor()
-        return self.spent or (self.inner is not None and self.inner.stop_all())
+        if self.spent or self.reached:  # the rest, once the ender's checkpoint is saved (class docstring)
+            if self.ender is None or self.ender in _CLOSED.get(self.key, ()):
+                return True
+        return self.inner is not None and self.inner.stop_all()
 
     def __getattr__(self, name: str) -> Any:  # the inner stopper's own attributes (PathologyStopper.reasons)
         inner = self.__dict__.get("inner")

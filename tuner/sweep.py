@@ -28,7 +28,7 @@ from mlflow.entities import Metric, Param
 from ray.tune import Tuner
 from ray.tune.search import ConcurrencyLimiter
 
-from tuner.stopper import EpochBudget, PathologyStopper
+from tuner.stopper import PathologyStopper, SweepEnd
 from tuner.trainable import train
 from tuner import outcome, pipeline, progress, provenance, raycompat, recover, storage
 from tuner import spec as specmod
@@ -142,13 +142,15 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
     study_name = study_name or os.path.basename(sweep_dir)
     _log_parent(session.client, pid, spec, data.name, base)
     _write_meta(sweep_dir, source, spec, output, session, pid, study_name)
+    end = _stopper(spec, base)  # before the callback, which tells it of each trial's end
     runs_cb = tracking.TrialRuns(uri, session.exp_id, pid, model=spec.model, dataset=data.name, spec_file=spec.path,
                                  searched=tuple(p.name for p in spec.space), epochs_of=epochs_counter(spec),
                                  rungs=spec.rungs(),
                                  early_stopper="asha" if spec.scheduler.type.startswith("asha") else "",  # FIFO never stops early
                                  metric=spec.metric.name, mode=spec.metric.mode,
                                  source_tags=provenance.source_tags(spec.path),
-                                 epoch_budget=spec.search.epoch_budget)
+                                 epoch_budget=spec.search.epoch_budget, stop_at=spec.search.stop_at,
+                                 sweep_end_key=getattr(end, "key", None))
     searcher, search_alg, param_space = _search(spec, output, study_name, os.path.basename(sweep_dir))
     tuner = pipeline.make_tuner(
         _trainable(spec, data), spec, sweep_dir, param_space=param_space, samples=spec.search.samples,
@@ -156,18 +158,21 @@ def run(spec: Spec, *, output: str = "runs", address: str | None = None, verbose
         scheduler=_scheduler(spec, search_alg), verbose=verbose, keep=spec.run.checkpoints_to_keep,
         callbacks=[runs_cb, *progress.callbacks(verbose, spec.metric.name, spec.metric.mode,
                                                 spec.search.samples, runs_cb, epochs_counter(spec))],
-        stop=_stopper(spec, base))
+        stop=end)
     ctx = pipeline.Context(spec, data, output, sweep_dir, uri, session.client, session.exp_id, pid, base, t_start)
     return pipeline.execute(ctx, tuner, epochs_counter(spec))
 
 
 def _stopper(spec: Spec, base: Mapping[str, Mapping[str, float]]):
     """Tune's stopper: the pathology watch (ends stuck / collapsed / diverged / mismatched /
-    dominated trials early, with a reason), inside the sweep's epoch budget when it has one."""
+    dominated trials early, with a reason), inside the sweep's epoch budget and target when it has them."""
     watch = PathologyStopper(spec.metric.name, spec.metric.mode, spec.diagnose,
                              reference=base.get("valid", {}).get(spec.metric.name.removeprefix("val_"))
                              ) if spec.diagnose.enabled else None
-    return EpochBudget(spec.search.epoch_budget, watch) if spec.search.epoch_budget else watch
+    if spec.search.epoch_budget is None and spec.search.stop_at is None:
+        return watch
+    return SweepEnd(watch, budget=spec.search.epoch_budget, target=spec.search.stop_at,
+                    metric=spec.metric.name, mode=spec.metric.mode)
 
 
 def _log_parent(client, pid: str, spec: Spec, dataset: str, base: Mapping[str, Mapping[str, float]]) -> None:
@@ -176,6 +181,7 @@ def _log_parent(client, pid: str, spec: Spec, dataset: str, base: Mapping[str, M
         "model": spec.model, "metric": spec.metric.name, "mode": spec.metric.mode,
         "samples": spec.search.samples, "concurrency": spec.search.concurrency, "algo": spec.search.algo,
         **({"epoch_budget": spec.search.epoch_budget} if spec.search.epoch_budget else {}),
+        **({"stop_at": spec.search.stop_at} if spec.search.stop_at is not None else {}),
         **({f"tpe.{k}": getattr(spec.search, k) for k in specmod.TPE_KNOBS} if spec.search.algo == "tpe" else {}),
         "scheduler": spec.scheduler.type, "grace_period": spec.scheduler.grace_period,
         "reduction_factor": spec.scheduler.reduction_factor, "max_epochs": spec.max_epochs(),
@@ -236,11 +242,11 @@ def resume(sweep_dir: str, *, address: str | None = None, verbose: int = 1,
     session.client.set_tag(pid, provenance.SWEEP_STATUS, "running")
     tuner = pipeline.restore_tuner(sweep_dir, _trainable(spec, data), spec.run.storage)
     scheduler, stopper = raycompat.tuner_scheduler(tuner), raycompat.tuner_stopper(tuner)
-    if isinstance(scheduler, PromotionASHA) or isinstance(stopper, EpochBudget):
+    if isinstance(scheduler, PromotionASHA) or isinstance(stopper, SweepEnd):
         histories, numbers = tracking.trial_histories(session.client, session.exp_id, pid, spec.metric.name)
         if isinstance(scheduler, PromotionASHA):  # its rungs as they were: who waits, who is out
             scheduler.restore(histories, numbers)
-        if isinstance(stopper, EpochBudget):  # Ray restores the stopper as it was built: the epochs spent since
+        if isinstance(stopper, SweepEnd):  # Ray restores the stopper as it was built: the epochs spent since
             stopper.restore({tid: max(h) for tid, h in histories.items() if h})
     if where is not None and isinstance(scheduler, Rebase):  # trials created from now on: storage as it is now
         scheduler.target = storage.location(spec.run.storage, sweep_dir)

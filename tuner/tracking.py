@@ -22,6 +22,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from tuner import raycompat, stopper
+
 log = logging.getLogger(__name__)
 
 # Keys Ray adds to every result; none of them says anything about the model.
@@ -127,13 +129,26 @@ def epochs_spent(trials) -> int:
     return sum(int((t.last_result or {}).get("epoch", 0) or 0) for t in trials)
 
 
+def sweep_end(trials, *, budget: int | None, target: float | None, metric: str, mode: str) -> str:
+    """Why the sweep's own limits ended it (tuner/stopper.py SweepEnd), read from Tune's trials;
+    "" when they did not: a trial reached search.stop_at, or the trials spent search.epoch_budget."""
+    if target is not None:
+        best = [raycompat.trial_best(t, metric, mode) for t in trials]
+        if any(b is not None and (b >= target if mode == "max" else b <= target) for b in best):
+            return f"target reached ({metric} {'>=' if mode == 'max' else '<='} {target:g})"
+    if budget and epochs_spent(trials) >= budget:
+        return f"epoch budget spent ({budget} trial-epochs)"
+    return ""
+
+
 class TrialRuns(tune.Callback):
     """Ray Tune callback: a child MLflow run per trial, nested under `parent_run_id`."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *,
                  model: str, dataset: str, spec_file: str, searched: Iterable[str], epochs_of,
                  rungs: tuple[int, ...] = (), early_stopper: str = "asha", metric: str = "", mode: str = "max",
-                 source_tags: Mapping[str, str] | None = None, epoch_budget: int | None = None):
+                 source_tags: Mapping[str, str] | None = None, epoch_budget: int | None = None,
+                 stop_at: float | None = None, sweep_end_key: str | None = None):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = experiment_id
@@ -153,7 +168,8 @@ class TrialRuns(tune.Callback):
         self.best: dict[str, tuple[float, int]] = {}  # trial_id -> (best value so far, its epoch)
         self.reasons: dict[str, str] = {}  # trial_id -> the stop_reason tag it ended with
         self.searcher = None  # the sweep's PrunedAwareOptunaSearch, linked by sweep.py (not pickled)
-        self.epoch_budget = epoch_budget  # search.epoch_budget, or None
+        self.epoch_budget, self.stop_at = epoch_budget, stop_at  # search.epoch_budget / stop_at, or None
+        self.sweep_end_key = sweep_end_key  # the sweep's SweepEnd stopper (tuner/stopper.py), told each end
 
     # Ray pickles callbacks into its experiment state (for Tuner.restore): drop the client.
     def __getstate__(self):
@@ -166,7 +182,7 @@ class TrialRuns(tune.Callback):
         state.setdefault("final", {})  # pickled by an older version
         state.setdefault("early_stopper", "asha")
         for k, v in (("metric", ""), ("mode", "max"), ("best", {}), ("reasons", {}), ("searcher", None),
-                     ("epoch_budget", None)):
+                     ("epoch_budget", None), ("stop_at", None), ("sweep_end_key", None)):
             state.setdefault(k, v)
         self.__dict__.update(state)
         self.client = MlflowClient(self.tracking_uri)
@@ -293,12 +309,14 @@ class TrialRuns(tune.Callback):
             return "pathology", str(last["stop_reason"])
         if ran >= self.epochs_of(trial.config):
             return "completed", ""
-        if self.epoch_budget and epochs_spent(trials) >= self.epoch_budget:  # tuner/stopper.py EpochBudget
-            return "stopped_early", f"epoch budget spent ({self.epoch_budget} trial-epochs)"
+        ended = sweep_end(trials, budget=self.epoch_budget, target=self.stop_at, metric=self.metric, mode=self.mode)
+        if ended:  # the sweep's budget or target ended it (tuner/stopper.py SweepEnd)
+            return "stopped_early", ended
         # only an ASHA scheduler stops healthy trials early; FIFO never does
         return "stopped_early", (self.early_stopper or "stopped before its last epoch")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        stopper.trial_closed(self.sweep_end_key, trial.trial_id)
         run_id = self.run_id(trial)
         if run_id is None:
             return

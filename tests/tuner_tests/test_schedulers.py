@@ -209,34 +209,65 @@ def test_patience_stopper_on_a_synthetic_history():
         PatienceStopper("m", "max", 0)
 
 
-def test_epoch_budget_counts_each_trials_epochs_once_and_wraps_the_trial_stopper():
+def test_sweep_end_counts_each_trials_epochs_once_and_wraps_the_trial_stopper():
     """search.epoch_budget: stop_all once the trials' epochs add up to the budget; a trial resumed from
     a checkpoint resends an epoch without counting it twice; the inner stopper still decides per trial."""
-    from tuner.stopper import EpochBudget, PatienceStopper
+    from tuner.stopper import PatienceStopper, SweepEnd, trial_closed
 
-    b = EpochBudget(5, PatienceStopper("m", "max", patience=1))
+    b = SweepEnd(PatienceStopper("m", "max", patience=1), budget=5)
     assert [b("a", {"epoch": e, "m": v}) for e, v in [(1, 0.1), (2, 0.05)]] == [False, True]  # patience fired
     assert b("b", {"epoch": 1, "m": 0.3}) is False and b("b", {"epoch": 1, "m": 0.3}) is False  # resent
     assert (b.used, b.spent, b.stop_all()) == (3, False, False)
-    b("b", {"epoch": 2, "m": 0.4})
-    b("c", {"m": 0.2})  # no epoch key: its results are counted
-    assert (b.used, b.spent, b.stop_all()) == (5, True, True) and b.stopped == {"a"}  # the inner's attribute
-    alone = EpochBudget(2)
-    assert alone("x", {"epoch": 1}) is False and not alone.stop_all() and (alone("y", {"epoch": 1}), alone.spent) == (False, True)
+    assert b("b", {"epoch": 2, "m": 0.4}) is False
+    assert b("c", {"m": 0.2}) is True  # no epoch key: its results are counted; this one spends the budget
+    # the others end only once Tune has ended "c" as a trial, its checkpoint saved (TrialRuns tells)
+    assert (b.used, b.spent, b.ender, b.stop_all()) == (5, True, "c", False)
+    trial_closed(b.key, "a")
+    assert b.stop_all() is False
+    trial_closed(b.key, "c")
+    assert b.stop_all() is True and b.stopped == {"a"}  # the inner's attribute
+    alone = SweepEnd(budget=2)
+    assert alone("x", {"epoch": 1}) is False and not alone.stop_all() and (alone("y", {"epoch": 1}), alone.spent) == (True, True)
+    trial_closed(alone.key, "y")
+    assert alone.stop_all() is True
     with pytest.raises(AttributeError):
         alone.stopped
     with pytest.raises(ValueError):
-        EpochBudget(0)
+        SweepEnd(budget=0)
+    with pytest.raises(ValueError):
+        SweepEnd(target=0.5)  # a target of which metric?
     # `tuner resume`: the epochs counted from MLflow reach the copy Tune unpickles from its state
     import pickle
 
-    built = EpochBudget(10)
+    built = SweepEnd(budget=10)
     built("t1", {"epoch": 2})
     running = pickle.loads(pickle.dumps(built))  # saved before t1's epochs 3-4 and t2's 1-3
     built.restore({"t1": 4, "t2": 3})
     assert running.used == 2 and running.stop_all() is False and running.used == 7
-    running("t1", {"epoch": 5})  # t1 goes on from its checkpoint
-    assert running.used == 8 and running("t3", {"epoch": 2}) is False and running.stop_all() is True
+    assert running("t1", {"epoch": 5}) is False  # t1 goes on from its checkpoint
+    assert running.used == 8 and running("t3", {"epoch": 2}) is True and running.stop_all() is False
+    trial_closed(built.key, "t3")  # the key is shared by every copy
+    assert running.stop_all() is True
+
+
+def test_sweep_end_at_a_target_value_in_either_direction():
+    """search.stop_at: stop_all once one result reaches the target (>= for max, <= for min); NaN,
+    a missing value or another metric never does; no budget: epochs never end it."""
+    from tuner.stopper import SweepEnd, trial_closed
+
+    up = SweepEnd(target=0.04, metric="val_ndcg_10", mode="max")
+    for r in ({"epoch": 1, "val_ndcg_10": 0.039}, {"epoch": 2, "val_ndcg_10": float("nan")}, {"epoch": 3},
+              {"epoch": 4, "val_loss": 0.05}):
+        assert up("a", r) is False and up.stop_all() is False
+    assert up("b", {"epoch": 1, "val_ndcg_10": 0.04}) is True
+    trial_closed(up.key, "b")
+    assert up.reached and up.stop_all() and not up.spent
+    down = SweepEnd(target=0.5, metric="val_loss", mode="min")
+    down("a", {"epoch": 1, "val_loss": 0.6})
+    assert not down.stop_all()
+    down("a", {"epoch": 2, "val_loss": 0.49})
+    trial_closed(down.key, "a")
+    assert down.stop_all()
 
 
 def live_history(samples=6):

@@ -411,6 +411,27 @@ def test_asha_promote_sweep_interrupted_twice_keeps_its_rungs_and_ends_as_one_tr
     assert {int(r.data.tags["tuner.trial_number"]): verdict[r.data.tags["status"]] for r in kids} == states
 
 
+def test_stop_at_ends_the_sweep_on_the_epoch_a_trial_reaches_it(ray_session, tmp_path):
+    """search.stop_at: the first result at or above the target ends the sweep, completed, on that very
+    epoch (one trial at a time): the table's trial-epochs stop there, the trial that reached it is the
+    best and is stopped_early "target reached" (PRUNED in Optuna, as an ASHA-stopped best is)."""
+    from tuner import sweep
+
+    body = {**SPEC, "name": "target", "fixed": {"epochs": 3, "batch_size": 256},
+            "search": {"samples": 6, "concurrency": 1, "seed": 0, "stop_at": 1.0e-6},
+            "scheduler": {"type": "fifo"}}
+    spec = specmod.load(write_spec(tmp_path, body))
+    res = sweep.run(spec, output=str(tmp_path / "out"), verbose=0)
+    table = res.table
+    assert len(table) == 1 and int(table["epochs_run"].sum()) == 1, table
+    row = table.iloc[0]
+    assert row["status"] == "stopped_early" and row["stop_reason"] == "target reached (val_ndcg_10 >= 1e-06)"
+    assert json.load(open(os.path.join(res.sweep_dir, "summary.json")))["status"] == "completed"
+    assert "stop_at 1e-06: reached, 1 trial-epochs run" in sweep.report(spec, res)
+    stored = optuna.load_study(study_name=res.extra["study_name"], storage=res.extra["optuna_storage"])
+    assert [t.state for t in stored.trials] == [optuna.trial.TrialState.PRUNED]
+
+
 def test_resumed_sweep_counts_the_epochs_its_first_run_spent_against_the_budget(tmp_path):
     """Ctrl+C after one trial ran all 10 epochs, then `tuner resume`: the budget of 25 still ends the
     sweep at 25 trial-epochs (10 + 10 + 5 under FIFO), not 25 more after the resume (Ray rebuilds the
