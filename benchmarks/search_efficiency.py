@@ -59,7 +59,7 @@ EXTEND_SEED = 1000  # --extend-random's added draws use search seed 1000 + r: ne
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--first-repeat", type=int, default=0,
+    ap.add_argument("--first-repeat", type=int, default=None,
                     help="run repeats first..first+repeats-1 and merge them into an existing JSON's rows "
                          "(its other repeats are kept, whichever run finishes first)")
     ap.add_argument("--data", default=BEAUTY)
@@ -154,7 +154,8 @@ def main(argv=None) -> int:
         return 130
 
     stem = os.path.join(args.output, "search_efficiency" + args.tag + ("_smoke" if args.smoke_test else ""))
-    rows, kept = merge_rows(stem + ".json", rows) if args.first_repeat else (rows, [])
+    # given (0 too): merged into the file's other repeats, so repeats may run side by side in any order
+    rows, kept = merge_rows(stem + ".json", rows) if args.first_repeat is not None else (rows, [])
     record = summarize(rows, args, load_start, kept)
     os.makedirs(args.output, exist_ok=True)
     with open(stem + ".json", "w") as fh:
@@ -168,7 +169,8 @@ def main(argv=None) -> int:
 def run_repeats(args, repeats: int, both: dict, reused: dict, rows: list) -> None:
     """Each repeat's two sweeps, its row appended to `rows` as it finishes."""
     with tempfile.TemporaryDirectory(prefix="search_efficiency-") as tmp:
-        for r in range(args.first_repeat, args.first_repeat + repeats):
+        first = args.first_repeat or 0
+        for r in range(first, first + repeats):
             target = ({"search.stop_at": RATIO_TARGET * reused[r]["best"] * (1 + 1e-9)}  # 1e-9: ratio >= 0.98
                       if args.stop_at_target and r in reused else {})  # after rounding too
             asha = run_sweep(args, tmp, {"name": f"asha-tpe-r{r}", "search.seed": r, **both, **args.overrides, **target})
@@ -579,7 +581,7 @@ def summarize(rows: list[dict], args, load_start, kept: list[int] = ()) -> dict:
 def command_of(args, repeat: int | None = None) -> str:
     """The command line that runs these sweeps again; with `repeat`, that repeat alone (each row keeps its
     own, since repeats merged into one JSON may come from runs with other flags)."""
-    first, n = (args.first_repeat, args.repeats) if repeat is None else (repeat, 1)
+    first, n = (args.first_repeat or 0, args.repeats) if repeat is None else (repeat, 1)
     return ("python benchmarks/search_efficiency.py" + (" --smoke-test" if args.smoke_test else f" --repeats {n}")
             + (f" --first-repeat {first}" if first else "")
             + (f" --reuse-random {args.reuse_random}" if args.reuse_random else "")

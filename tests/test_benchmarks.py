@@ -225,6 +225,8 @@ def test_stop_at_target_aims_each_asha_sweep_at_its_repeats_random_best(tmp_path
     assert rec["stop_at_target"] is True and row["asha_stop_at"] == seen[0]["search.stop_at"]
     assert "--stop-at-target" in row["command"] and row["ratio"] == pytest.approx(0.98)
     assert "epoch_budget=2, stopped at 0.98 x random's best" in se.variants_table(str(out))
+    assert se.main([*args[:3], "0", *args[4:]]) == 0  # --first-repeat 0 merges too: repeats in any order
+    assert [r["repeat"] for r in json.loads((out / "search_efficiency.json").read_text())["rows"]] == [0, 1]
 
 
 def test_every_benchmark_ends_on_ctrl_c_in_one_line_exit_130(tmp_path, capsys):
