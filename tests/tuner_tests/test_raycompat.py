@@ -21,6 +21,7 @@ def fitted(ray_session, tmp_path_factory):
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.stopper import MaximumIterationStopper
 
     from tuner.schedulers import Fifo
 
@@ -38,7 +39,8 @@ def fitted(ray_session, tmp_path_factory):
     marker = Marker()
     tuner = tune.Tuner(one_epoch, tune_config=tune.TuneConfig(
         search_alg=ConcurrencyLimiter(searcher, max_concurrent=1), num_samples=2, scheduler=Fifo()),
-        run_config=tune.RunConfig(name="ray", storage_path=str(root), callbacks=[marker], verbose=0))
+        run_config=tune.RunConfig(name="ray", storage_path=str(root), callbacks=[marker], verbose=0,
+                                  stop=MaximumIterationStopper(10)))
     grid = tuner.fit()
     return tuner, grid, searcher, marker, storage
 
@@ -66,6 +68,19 @@ def test_grid_trials(fitted):
     trials = raycompat.grid_trials(grid)
     assert len(trials) == 2 and {t.status for t in trials} == {"TERMINATED"}
     assert {t.trial_id for t in trials} == {r.metrics["trial_id"] for r in grid}
+
+
+def test_stopper_and_each_trials_best(fitted):
+    """tuner_stopper: the RunConfig's stop (search.epoch_budget / stop_at's SweepEnd); trial_best: the best
+    value a trial reported (its one score here), None for a metric it never reported."""
+    from ray.tune.stopper import MaximumIterationStopper
+
+    tuner, grid, _, _, _ = fitted
+    assert isinstance(raycompat.tuner_stopper(tuner), MaximumIterationStopper)
+    for trial in raycompat.grid_trials(grid):
+        assert raycompat.trial_best(trial, "score", "max") == pytest.approx(trial.config["x"])
+        assert raycompat.trial_best(trial, "score", "min") == pytest.approx(trial.config["x"])
+        assert raycompat.trial_best(trial, "nope", "max") is None
 
 
 def test_optuna_search_attributes(fitted):
