@@ -184,15 +184,15 @@ def execute(ctx: Context, tuner, epochs_of) -> SweepResult:
                                   [t.trial_id for t in trials])
         # read from the trials, not the stopper: a resumed Tune runs the copy saved in its experiment state
         search = ctx.spec.search
-        spent = bool(tracking.sweep_end(trials, budget=search.epoch_budget, target=search.stop_at,
+        ended = bool(tracking.sweep_end(trials, budget=search.epoch_budget, target=search.stop_at,
                                         metric=ctx.spec.metric.name, mode=ctx.spec.metric.mode))
-        if spent and not interrupted.is_set():
-            _close_budget_cut(trials, runs_cb, searcher)
+        if ended and not interrupted.is_set():
+            _close_cut_at_the_end(trials, runs_cb, searcher)
         runs_cb.close_running()  # before the table: a run still open here was interrupted
         results = list(grid)
         table = outcome.build_table(ctx.spec, results, trials, runs_cb, epochs_of, lost)
         # fewer trials than samples after its budget or target ended the sweep: its end, not an interruption
-        if (interrupted.is_set() or (len(trials) < ctx.spec.search.samples and not spent)
+        if (interrupted.is_set() or (len(trials) < ctx.spec.search.samples and not ended)
                 or any(t.status not in ("TERMINATED", "ERROR") for t in trials)):
             status = "interrupted"
             outcome.write_files(ctx.sweep_dir, table, outcome.base_summary(ctx, table, status))
@@ -219,7 +219,7 @@ def execute(ctx: Context, tuner, epochs_of) -> SweepResult:
             outcome.close_parent(ctx.client, ctx.pid, status, ctx.sweep_dir)
 
 
-def _close_budget_cut(trials: list, runs_cb, searcher) -> None:
+def _close_cut_at_the_end(trials: list, runs_cb, searcher) -> None:
     """The trials the sweep's epoch budget or target ended. Tune's stop_all sets them TERMINATED without telling
     the callbacks or the searcher (TuneController._stop_experiment_if_needed, ray 2.60.0), so their
     MLflow runs would read "interrupted" and their Optuna trials stay RUNNING: close them as every

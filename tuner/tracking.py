@@ -333,6 +333,7 @@ class TrialRuns(tune.Callback):
         self.safe(self.client.set_terminated, run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        stopper.trial_closed(self.sweep_end_key, trial.trial_id)  # an ender that fails must not hold the sweep open
         run_id = self.run_id(trial)
         if run_id is None:
             return
