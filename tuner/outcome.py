@@ -17,6 +17,7 @@ import pandas as pd
 from analysis.trials import trials_table
 from tuner import termtable, tracking
 from tuner.provenance import SWEEP_STATUS
+from tuner.stopper import reaches
 
 # MLflow parent status for each way a sweep can end without a best trial
 PARENT_STATUS = {"interrupted": "KILLED", "all_failed": "FAILED", "failed": "FAILED"}
@@ -130,14 +131,12 @@ def render(spec, res, top: int = 5) -> str:
     """The end-of-sweep summary printed by `tuner run`."""
     lines = [f"\n== {spec.name}: {len(res.table)} trials in {res.wall_seconds:.0f}s  "
              f"({', '.join(f'{v} {k}' for k, v in res.table['status'].value_counts().items())})"]
+    used = int(res.table["epochs_run"].sum())
     if spec.search.epoch_budget:  # the sweep's other end: how much of its budget it ran
-        lines.append(f"epoch budget: {int(res.table['epochs_run'].sum())} of {spec.search.epoch_budget} "
-                     f"trial-epochs run")
+        lines.append(f"epoch budget: {used} of {spec.search.epoch_budget} trial-epochs run")
     if spec.search.stop_at is not None:
-        best = res.table[f"best_{spec.metric.name}"].astype(float)
-        hit = bool((best >= spec.search.stop_at).any() if spec.metric.mode == "max" else (best <= spec.search.stop_at).any())
-        lines.append(f"stop_at {spec.search.stop_at:g}: {'reached' if hit else 'not reached'}, "
-                     f"{int(res.table['epochs_run'].sum())} trial-epochs run")
+        hit = any(reaches(float(b), spec.search.stop_at, spec.metric.mode) for b in res.table[f"best_{spec.metric.name}"])
+        lines.append(f"stop_at {spec.search.stop_at:g}: {'reached' if hit else 'not reached'}, {used} trial-epochs run")
     cols = [c for c in res.table.columns if c not in ("trial_id", "error")]
     lines.append(termtable.render(res.table[cols].head(top)))  # 120 columns; trials.csv has everything
     # 4 significant digits on the terminal (best_config.yaml has the exact values)

@@ -75,6 +75,11 @@ _FLOORS: dict[str, dict[str, int]] = {}  # SweepEnd.key -> epochs per trial coun
 _CLOSED: dict[str, set[str]] = {}  # SweepEnd.key -> trials Tune has ended gracefully (TrialRuns tells)
 
 
+def reaches(value: float, target: float, mode: str) -> bool:
+    """Whether a metric value reaches a target: >= for mode max, <= for min."""
+    return value >= target if mode == "max" else value <= target
+
+
 def trial_closed(key: str | None, trial_id: str) -> None:
     """Tune ended this trial through its graceful path (its last checkpoint saved); TrialRuns calls it."""
     if key:
@@ -121,7 +126,7 @@ class SweepEnd(Stopper):
         self.epochs_run[trial_id] = max(ran, int(epoch)) if isinstance(epoch, (int, float)) else ran + 1
         value = result.get(self.metric)
         if self.target is not None and isinstance(value, (int, float)) and math.isfinite(value):
-            self.reached |= value >= self.target if self.mode == "max" else value <= self.target
+            self.reached |= reaches(value, self.target, self.mode)
         stop = bool(self.inner(trial_id, result)) if self.inner is not None else False
         if (self.spent or self.reached) and self.ender is None:
             self.ender = trial_id

@@ -134,7 +134,7 @@ def sweep_end(trials, *, budget: int | None, target: float | None, metric: str, 
     "" when they did not: a trial reached search.stop_at, or the trials spent search.epoch_budget."""
     if target is not None:
         best = [raycompat.trial_best(t, metric, mode) for t in trials]
-        if any(b is not None and (b >= target if mode == "max" else b <= target) for b in best):
+        if any(b is not None and stopper.reaches(b, target, mode) for b in best):
             return f"target reached ({metric} {'>=' if mode == 'max' else '<='} {target:g})"
     if budget and epochs_spent(trials) >= budget:
         return f"epoch budget spent ({budget} trial-epochs)"
