@@ -42,7 +42,17 @@ def checkout_state() -> set[str] | None:
     return lines
 
 
+def xdist_worker(config) -> bool:
+    """A pytest-xdist worker (`pytest -n 2`): the controller checks what the whole session left, once
+    every worker has ended; a worker checking too would take the other worker's live Ray for a leak
+    (both carry the controller's token) and kill it."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session):
+    if xdist_worker(session.config):
+        leaks.snapshot()  # the token inherited from the controller (setdefault keeps it)
+        return
     session.config._tuner_leaks = leaks.snapshot()
     session.config._tuner_checkout = checkout_state()
 
