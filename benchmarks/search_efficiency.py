@@ -463,7 +463,7 @@ VARIANTS_HEAD = """# Search efficiency: every stored variant, repeat by repeat
 No sweeps: one row per result file in this folder (`search_efficiency*.json`, smoke tests left out), read as
 stored. A cell is ASHA+TPE's best validation NDCG@10 / random search's best in that repeat, then its trial-epochs /
 random's in percent; targets: >= 0.98 and <= 35% in each of 5 repeats. Knobs: the ASHA+TPE arm's `--set`
-overrides of bpr.yaml (the random arm is bpr.yaml's random search, FIFO, full length); samples: ASHA+TPE's / random's.
+overrides of bpr.yaml (the random arm is bpr.yaml's random search, FIFO, full length); samples: trials ASHA+TPE ran (a range where its repeats differ) / random's.
 A repeat missing from a row was not run, or was stopped before its end (docs/search_efficiency.md says which).
 Rows: most repeats meeting both targets first.
 
@@ -502,8 +502,9 @@ def variants_table(folder: str) -> str | None:
                           for k, v in (rec.get("asha_overrides") or {}).items() if k not in shown)
         if rec.get("stop_at_target"):
             knobs += f", stopped at {RATIO_TARGET} x random's best"
-        samples = (f"{len(first['asha_trials'])}/{len(first['random_trials'])}"
-                   if first.get("asha_trials") and first.get("random_trials") else "not recorded")
+        ran = sorted({len(row.get("asha_trials") or []) for row in rows.values()})  # budgeted sweeps differ
+        samples = ((f"{ran[0]}" if len(ran) == 1 else f"{ran[0]}-{ran[-1]}") + f"/{len(first['random_trials'])}"
+                   if ran[0] and first.get("random_trials") else "not recorded")
         scheduler = rec.get("scheduler", "not recorded").split(", rungs")[0]
         cells = [f"{rows[r]['ratio']:.3f} ({rows[r]['epoch_fraction']:.0%})" if r in rows else "-"
                  for r in range(top + 1)]
