@@ -322,6 +322,11 @@ def test_search_efficiency_variants_lines_up_each_stored_result_repeat_by_repeat
     assert "Both targets met in each of 5 or more repeats: **none** of the variants stored." in text
     write("search_efficiency_a", [row(r, 1.0, 0.2) for r in range(5)])
     assert "Both targets met in each of 5 or more repeats: `search_efficiency_a`." in se.variants_table(str(tmp_path))
+    budgeted = [row(r, 1.0, 0.1) for r in range(3)]  # an epoch budget: each repeat ran its own number of trials
+    for r, n in zip(budgeted, (20, 11, 23)):
+        r["asha_trials"] = [{}] * n
+    write("search_efficiency_a", budgeted)
+    assert "| `search_efficiency_a` | 11-23/32 |" in se.variants_table(str(tmp_path))
     (tmp_path / "search_efficiency_broken.json").write_text('{"rows": [{"repeat": 0}]}')  # no ratio: one line, exit 2
     assert se.main(["--variants", "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
