@@ -50,6 +50,7 @@ class Dataset:
     item_features: np.ndarray | None = None  # float32 [N, F] content features, if any
     item_ids: np.ndarray | None = None  # original id of each dense item
     truth: dict = field(default_factory=dict)  # planted structure (synthetic data only)
+    refit: bool = False  # with_validation_in_training(): the validation item is training data
 
     @property
     def n_train(self) -> int:
@@ -68,6 +69,8 @@ class Dataset:
         if which == "valid":
             return Split(self.valid, self.train_indptr, self.train_items)
         if which == "test":
+            if self.refit:  # its validation item is in training and its `valid` targets are the test items
+                raise ValueError("a refit data set's test split is its 'valid' split (with_validation_in_training)")
             lengths = np.diff(self.train_indptr) + 1
             indptr = np.zeros(self.n_users + 1, dtype=np.int64)
             np.cumsum(lengths, out=indptr[1:])
@@ -314,6 +317,22 @@ def load_item_attributes(path: str, data: Dataset) -> np.ndarray:
     out = np.zeros((data.n_items, max(1, len(attr_index))), dtype=np.float32)
     out[rows, cols] = 1.0
     return out
+
+
+def with_validation_in_training(data: Dataset) -> Dataset:
+    """The refit data set (scikit-learn's refit=True after a search): each user's validation item
+    becomes the last training item, and the test item is the only target left.
+
+    It has no validation target of its own: its `valid` split IS the original test split (the
+    same targets, the same masked items, the same histories), so a refit's per-epoch `val_`
+    metrics are test metrics, to be read only at an epoch fixed beforehand (the best epoch of the
+    run that kept validation apart), never to choose one. Its `test` split raises: evaluate 'valid'.
+    """
+    from dataclasses import replace
+
+    s = data.split("test")  # histories: training items then the validation item; target: test
+    return replace(data, name=f"{data.name}+valid", train_indptr=s.seen_indptr, train_items=s.seen_items,
+                   valid=data.test, test=data.test, refit=True)
 
 
 def user_slice(data: Dataset, n: int, seed: int) -> Dataset:

@@ -148,3 +148,19 @@ def test_dataset_for_a_file_spec_with_attributes(tmp_path):
     d = datasets.dataset_for(spec)  # both paths resolved against the spec's folder
     assert (d.n_users, d.n_items) == (2, 4)
     assert d.item_features.tolist() == [[1, 0], [0, 0], [0, 0], [0, 1]]
+
+
+def test_refit_data_trains_on_the_validation_item_and_keeps_only_the_test_target(tmp_path):
+    d = D.load(write(tmp_path, "s.txt", SEQUENCES), "sequences")  # u7 -> a b c d, u3 -> c e a
+    r = D.with_validation_in_training(d)
+    ids = d.item_ids
+    hist = [[ids[i] for i in r.train_items[r.train_indptr[u]:r.train_indptr[u + 1]]] for u in range(r.n_users)]
+    assert hist == [["a", "b", "c"], ["c", "e"]]  # the validation items c and e are training data now
+    # its 'valid' split is the original test split: same targets, same masked items
+    t, v = d.split("test"), r.split("valid")
+    assert list(v.targets) == list(t.targets) == [d.test[0], d.test[1]]
+    assert list(v.seen_indptr) == list(t.seen_indptr) and list(v.seen_items) == list(t.seen_items)
+    assert [list(x) for x in r.sequences("valid")] == [list(x) for x in d.sequences("test")]
+    assert list(r.train_counts()) == list(np.bincount(t.seen_items, minlength=d.n_items))
+    with pytest.raises(ValueError, match="'valid' split"):
+        r.split("test")  # its test split would mask the target itself
