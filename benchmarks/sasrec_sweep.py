@@ -192,6 +192,7 @@ def markdown(out: dict) -> str:
         lines += ["", f"## Confirmation: the best configuration at {len(c['runs'])} seeds", "",
                   f"Early stopping after {PATIENCE} epochs without a validation gain, cap {c['cap']} epochs; "
                   f"test from each seed's best-validation epoch" + (f"; {c['machine']}." if c.get("machine") else ".")
+                  + (f" Command: `{c['command']}`." if c.get("command") else "")
                   + (" Refit: the same configuration and seed trained again on the training items plus each "
                      "user's validation item for exactly that seed's best epoch, tested at its end (the epoch is "
                      "chosen on validation before the refit starts; the test target stays unseen)." if refit else ""),
@@ -209,7 +210,8 @@ def markdown(out: dict) -> str:
                          f"{TARGET[k.removeprefix('refit_')]} (lower bound): **{verdict}**")
     lines += ["", "Anchors: SASRec sampled softmax 0.0531 / 0.0921, eSASRec 0.0523 / 0.0928 (NDCG@10 / HR@10); "
               "our hand-set full-CE SASRec 0.0512 / 0.0852 (sasrec_beauty.md)."
-              + (" Those models, like the test column here, never train on the validation items; the refit "
+              + (" Those models, like the test column here, do not train on the validation items (as their "
+                 "papers and code describe the leave-one-out protocol); the refit "
                  "column does (as scikit-learn's refit=True would), so it compares with them only as a protocol "
                  "that a user may choose, not like for like." if c and c.get("refit") else ""), ""]
     return "\n".join(lines)
@@ -328,8 +330,9 @@ def report_again(args) -> int:
             fh.write(dump_fixed(specmod.smoke(spec) if args.smoke_test else spec, best))
         out["confirmation"] = confirmation(best_yaml, args, cap)
     flags = " --refit" if args.refit else ""
-    out["command"] = (f"python benchmarks/sasrec_sweep.py --from-result {os.path.relpath(args.from_result, ROOT)}"
-                      f"{flags}" + ("" if args.seeds == 5 else f" --seeds {args.seeds}"))
+    out["confirmation"]["command"] = (f"python benchmarks/sasrec_sweep.py --from-result "
+                                      f"{os.path.relpath(args.from_result, ROOT)}{flags}"
+                                      + ("" if args.seeds == 5 else f" --seeds {args.seeds}"))
     return write(out, args)
 
 
