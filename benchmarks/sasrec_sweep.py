@@ -227,7 +227,8 @@ def main(argv=None) -> int:
     ap.add_argument("--from-result", metavar="JSON",
                     help="a stored result (this script's .json): its sweep part as it is, the confirmation run again "
                          "(for a sweep folder no longer at hand)")
-    ap.add_argument("--smoke-test", action="store_true", help="a 2-trial smoke sweep, then 2 seeds x 2 epochs")
+    ap.add_argument("--smoke-test", action="store_true",
+                    help="a 2-trial smoke sweep, then 2 seeds x 2 epochs, then --from-result on what it wrote")
     args = ap.parse_args(argv)
     from trainables.errors import TunerError
 
@@ -318,6 +319,8 @@ def report_again(args) -> int:
     from tuner import spec as specmod
     from tuner.specops import dump_fixed
 
+    if args.seeds < 1:
+        raise TunerError(f"--from-result {args.from_result}: --seeds {args.seeds}: the confirmation needs at least 1 seed")
     try:
         out = json.load(open(args.from_result))
         best, cap = out["sweep"]["best_config"], int(out["confirmation"]["cap"])

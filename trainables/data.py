@@ -89,7 +89,7 @@ class Dataset:
         return s.seen_indptr, s.seen_items
 
     def describe(self) -> str:
-        nnz = self.n_train + 2 * self.n_users
+        nnz = self.n_train + (1 if self.refit else 2) * self.n_users  # a refit's validation items are training
         return f"{self.name}: {self.n_users:,} users, {self.n_items:,} items, {nnz:,} interactions"
 
 

@@ -164,3 +164,4 @@ def test_refit_data_trains_on_the_validation_item_and_keeps_only_the_test_target
     assert list(r.train_counts()) == list(np.bincount(t.seen_items, minlength=d.n_items))
     with pytest.raises(ValueError, match="'valid' split"):
         r.split("test")  # its test split would mask the target itself
+    assert r.describe().endswith("7 interactions") and d.describe().endswith("7 interactions")  # counted once
