@@ -92,7 +92,7 @@ def mattered(trials: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def confirm(best_config_yaml: str, seeds: int, cap: int | None, log, refit: bool = False) -> list[dict]:
+def confirm(spec, seeds: int, cap: int | None, log, refit: bool = False) -> list[dict]:
     """The best configuration at seeds 0..seeds-1: early stopping on validation, test at the best epoch.
 
     refit: then, per seed, the same configuration and seed trained again from scratch on the
@@ -104,9 +104,7 @@ def confirm(best_config_yaml: str, seeds: int, cap: int | None, log, refit: bool
 
     from trainables.data import with_validation_in_training
     from trainables.loop import evaluate, fit
-    from tuner import spec as specmod
 
-    spec = specmod.load(best_config_yaml)
     entry = spec.model_entry()
     data = entry.dataset(spec)
     runs = []
@@ -242,8 +240,7 @@ def main(argv=None) -> int:
             res = sweep.run(specmod.smoke(specmod.load(SPEC)), output=tmp.name, verbose=0,
                             source={"spec_path": SPEC, "overrides": {}, "smoke": True})
             args.sweep_dir, args.seeds, args.output = res.sweep_dir, 2, tmp.name
-            if report(args):
-                return 1
+            report(args)
             args.from_result = os.path.join(tmp.name, "sasrec_beauty_sweep_smoke.json")  # and --from-result on it
         if args.from_result:
             return report_again(args)
@@ -295,29 +292,28 @@ def report(args) -> int:
         out["sweep"]["best_val"] = top["best_val_ndcg_10"]
         out["sweep"]["best_config"] = {k: v for k, v in top.items() if k not in TABLE_COLUMNS and v != ""}
     if args.seeds and os.path.isfile(best_yaml):
-        out["confirmation"] = confirmation(best_yaml, args, cap)
+        from tuner import spec as specmod
+
+        out["confirmation"] = confirmation(specmod.load(best_yaml), args, cap)
     return write(out, args)
 
 
-def confirmation(best_yaml: str, args, cap: int) -> dict:
-    runs = confirm(best_yaml, args.seeds, cap, lambda m: print(m, flush=True), refit=args.refit)
+def confirmation(spec, args, cap: int) -> dict:
+    """confirm() at args.seeds seeds (and args.refit), with the intervals and the machine it ran on."""
+    import torch
+
+    runs = confirm(spec, args.seeds, cap, lambda m: print(m, flush=True), refit=args.refit)
     keys = [*TARGET, *(f"refit_{k}" for k in TARGET if args.refit)]
     return {"cap": cap, "patience": PATIENCE, "refit": bool(args.refit), "runs": runs,
             "interval": {k: interval([r[k] for r in runs]) for k in keys},
-            "machine": f"{os.cpu_count()} cores, torch {torch_threads()} threads, load {os.getloadavg()[0]:.1f} at its end"}
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+            "machine": f"{os.cpu_count()} cores, torch {torch.get_num_threads()} threads, load "
+                       f"{os.getloadavg()[0]:.1f} at its end"}
 
 
 def report_again(args) -> int:
     """--from-result: the stored sweep part kept, its best configuration confirmed again."""
     from trainables.errors import TunerError
     from tuner import spec as specmod
-    from tuner.specops import dump_fixed
 
     if args.seeds < 1:
         raise TunerError(f"--from-result {args.from_result}: --seeds {args.seeds}: the confirmation needs at least 1 seed")
@@ -326,12 +322,9 @@ def report_again(args) -> int:
         best, cap = out["sweep"]["best_config"], int(out["confirmation"]["cap"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise TunerError(f"{args.from_result}: not a result of this script ({type(e).__name__}: {str(e)[:80]})") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        best_yaml = os.path.join(tmp, "best_config.yaml")
-        spec = specmod.load(SPEC)
-        with open(best_yaml, "w") as fh:
-            fh.write(dump_fixed(specmod.smoke(spec) if args.smoke_test else spec, best))
-        out["confirmation"] = confirmation(best_yaml, args, cap)
+    spec = specmod.load(SPEC)
+    spec = specmod.smoke(spec) if args.smoke_test else spec  # its data: the smoke slice, or the whole file
+    out["confirmation"] = confirmation(spec.replace(fixed=dict(best), space=()), args, cap)
     flags = " --refit" if args.refit else ""
     out["confirmation"]["command"] = (f"python benchmarks/sasrec_sweep.py --from-result "
                                       f"{os.path.relpath(args.from_result, ROOT)}{flags}"
